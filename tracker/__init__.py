@@ -1,0 +1,34 @@
+"""The rebuild tracker: a place-based results tracker for the Christchurch rebuild."""
+
+from flask import Flask
+
+from tracker.settings import Settings
+
+__version__ = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the web app. Wiring only: each part registers itself with init_app."""
+    from tracker import db, security
+    from tracker.api import api
+    from tracker.web import init_app as init_web
+
+    settings = settings or Settings()
+    app = Flask(
+        __name__,
+        instance_path=str(settings.instance_path.resolve()),
+        template_folder="../templates",
+        static_folder="../static",
+    )
+    app.config.update(
+        SETTINGS=settings,
+        DATABASE_URL=settings.resolved_database_url(),
+        SECRET_KEY=settings.resolved_secret_key(),
+        MAX_CONTENT_LENGTH=int(settings.max_upload_mb * 1024 * 1024),
+        JSON_SORT_KEYS=False,
+    )
+    db.init_app(app)
+    security.init_app(app)
+    app.register_blueprint(api)
+    init_web(app)
+    return app

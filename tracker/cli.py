@@ -1,0 +1,149 @@
+"""The `tracker` command (CONTRACT §5)."""
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from sqlalchemy import Engine
+
+from tracker.db import make_engine, migrate, session_scope
+from tracker.errors import TrackerError
+from tracker.settings import Settings
+
+
+def initialise(settings: Settings) -> tuple[Engine, "Tree"]:  # noqa: F821
+    """Create or migrate the schema, then load the tree's places and nodes (idempotent)."""
+    from tracker.models import Place
+    from tracker.places import read_streets, store_places
+    from tracker.tree import load_tree, store_tree
+
+    tree = load_tree(settings.tree)
+    streets = read_streets(tree.places.streets, tree.boundaries) if tree.places.streets else None
+    engine = make_engine(settings.resolved_database_url())
+    migrate(engine)
+    with session_scope(engine) as session:
+        store_places(
+            session,
+            city_id=tree.city.id,
+            city_name=tree.city.name,
+            boundaries=tree.boundaries,
+            streets=streets,
+        )
+        session.get(Place, tree.city.id).timezone = tree.city.timezone
+        store_tree(session, tree)
+    return engine, tree
+
+
+@click.group()
+@click.version_option(package_name="rebuild-tracker")
+def main() -> None:
+    """Rebuild tracker: results, measures and works for Christchurch / Ōtautahi, by place."""
+
+
+@main.command()
+def init() -> None:
+    """Create or migrate the database and load TRACKER_TREE and its places."""
+    settings = Settings()
+    started = time.perf_counter()
+    with _refusals():
+        _, tree = initialise(settings)
+    click.echo(
+        f"Database ready; tree {tree.path} loaded: {len(tree.boundaries)} neighbourhoods, "
+        f"{len(tree.measures())} measures ({time.perf_counter() - started:.1f} s)."
+    )
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+def check(path: Path) -> None:
+    """Validate a results tree file; exit 1 listing every problem with its line."""
+    from tracker.tree import TreeError, load_tree
+
+    try:
+        tree = load_tree(path)
+    except TreeError as exc:
+        click.echo(exc.message, err=True)
+        click.echo(f"{len(exc.problems)} problem(s) in {path}.", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{path}: ok ({len(tree.agencies)} agencies, {len(tree.measures())} measures, "
+        f"{len(tree.boundaries)} neighbourhoods)."
+    )
+
+
+@main.command()
+def demo() -> None:
+    """Init plus the bundled Christchurch demo data (synthetic, labelled demo)."""
+    from tracker.demo import load_demo
+    from tracker.places import read_streets
+
+    settings = Settings()
+    started = time.perf_counter()
+    with _refusals():
+        engine, tree = initialise(settings)
+        streets = read_streets(tree.places.streets, tree.boundaries) if tree.places.streets else []
+        with session_scope(engine) as session:
+            counts = load_demo(session, tree, streets)
+    click.echo(
+        f"Demo city ready: {counts['observations']} observation rows and {counts['works']} "
+        f"works submitted ({time.perf_counter() - started:.1f} s)."
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the web app with gunicorn (the same as `gunicorn wsgi:app`)."""
+    from gunicorn.app.base import BaseApplication
+
+    from tracker import create_app
+
+    app = create_app()
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("control_socket_disable", True)
+            self.cfg.set("accesslog", "-")
+
+        def load(self):
+            return app
+
+    click.echo(f"Serving on http://{host}:{port}")
+    Server().run()
+
+
+@main.group()
+def agency() -> None:
+    """Agency credentials."""
+
+
+@agency.command("token")
+@click.argument("agency_id")
+@click.option("--label", default="", help="What the token is for, shown in listings.")
+def agency_token(agency_id: str, label: str) -> None:
+    """Issue an API token for AGENCY_ID; the token alone is printed on the last line."""
+    from tracker.auth import issue_token
+
+    settings = Settings()
+    with _refusals(), session_scope(make_engine(settings.resolved_database_url())) as session:
+        token = issue_token(session, agency_id, label)
+    click.echo(f"Token for {agency_id} (shown once; only its hash is stored):")
+    click.echo(token)
+
+
+class _refusals:
+    """Print a TrackerError's message and exit 1 instead of a traceback."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, _tb) -> bool:
+        if isinstance(exc, TrackerError):
+            click.echo(f"Error: {exc.message}", err=True)
+            sys.exit(1)
+        return False

@@ -1,0 +1,359 @@
+"""Database tables for the whole domain.
+
+Later capabilities add behaviour on top of these tables, not new ones. Every table is
+created and changed only through Alembic migrations (tracker/migrations).
+
+Conventions: times are timezone-aware UTC (`utcnow()`); geometries are GeoJSON text in
+WGS84 lon/lat with a bounding box alongside for cheap filtering; JSON columns hold small
+structured values from the results tree.
+"""
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- places ---------------------------------------------------------------------------
+
+
+class Place(SQLModel, table=True):
+    """A node of the place tree: the city, an area, or a neighbourhood (the leaf)."""
+
+    id: str = Field(primary_key=True, max_length=100)
+    name: str = Field(max_length=200)
+    level: str = Field(max_length=20, index=True)  # city | area | neighbourhood
+    parent_id: str | None = Field(default=None, foreign_key="place.id", index=True)
+    search_key: str = Field(max_length=200, index=True)
+    timezone: str | None = Field(default=None, max_length=50)  # the city's (from the tree)
+    geometry: str = Field(sa_column=Column(Text, nullable=False))  # full boundary
+    display_geometry: str = Field(sa_column=Column(Text, nullable=False))  # simplified
+    label_lon: float
+    label_lat: float
+    min_lon: float
+    min_lat: float
+    max_lon: float
+    max_lat: float
+
+
+class Street(SQLModel, table=True):
+    """Same-named road segments that connect (CONTRACT §1)."""
+
+    id: str = Field(primary_key=True, max_length=150)
+    name: str = Field(max_length=200)
+    search_key: str = Field(max_length=200, index=True)
+    main_place_id: str | None = Field(default=None, foreign_key="place.id")
+    geometry: str = Field(sa_column=Column(Text, nullable=False))  # MultiLineString
+    length_m: float
+    min_lon: float
+    min_lat: float
+    max_lon: float
+    max_lat: float
+
+
+class StreetPlace(SQLModel, table=True):
+    """A neighbourhood that a street crosses."""
+
+    street_id: str = Field(foreign_key="street.id", primary_key=True, max_length=150)
+    place_id: str = Field(foreign_key="place.id", primary_key=True, max_length=100, index=True)
+
+
+# --- agencies, people and credentials --------------------------------------------------
+
+
+class Agency(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=100)
+    name: str = Field(max_length=200)
+    email: str | None = Field(default=None, max_length=200)
+    retired_at: datetime | None = None
+
+
+class ApiToken(SQLModel, table=True):
+    """An agency's API token; only its SHA-256 hash is stored (tokens are random, 256 bit)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    agency_id: str = Field(foreign_key="agency.id", index=True, max_length=100)
+    token_hash: str = Field(unique=True, max_length=64)
+    label: str = Field(default="", max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class User(SQLModel, table=True):
+    """Staff account: agency staff (one agency) or an official."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=254)
+    password_hash: str = Field(max_length=300)
+    role: str = Field(max_length=20)  # agency | official
+    agency_id: str | None = Field(default=None, foreign_key="agency.id", max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_login_at: datetime | None = None
+    failed_logins: int = 0
+    locked_until: datetime | None = None
+    disabled_at: datetime | None = None
+
+
+# --- the results tree -----------------------------------------------------------------
+
+
+class Node(SQLModel, table=True):
+    """A result, output or measure from results_tree.yaml.
+
+    Ids that disappear from the file are retired (retired_at set), never deleted, so
+    their observations and history stay.
+    """
+
+    id: str = Field(primary_key=True, max_length=100)
+    kind: str = Field(max_length=10, index=True)  # result | output | measure
+    parent_id: str | None = Field(default=None, foreign_key="node.id", index=True)
+    position: int = 0  # order among siblings, as in the file
+    title: str = Field(max_length=300)
+    weight: float = 1.0
+    agency_id: str | None = Field(default=None, foreign_key="agency.id", max_length=100)
+    # measure fields (null on results and outputs)
+    measure_type: str | None = Field(default=None, max_length=10)  # output | activity
+    unit: str | None = Field(default=None, max_length=50)
+    measure_kind: str | None = Field(default=None, max_length=12)  # cumulative|level|flow
+    aggregate: str | None = Field(default=None, max_length=6)  # sum | mean | min | max
+    frequency: str | None = Field(default=None, max_length=10)
+    start: date | None = None
+    due: date | None = None
+    city_baseline: float | None = None  # a plain number on a sum measure: the city's alone
+    city_target: float | None = None
+    milestones: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    dimensions: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    source: str | None = Field(default=None, max_length=10)  # None | works
+    data_version: int = 0  # bumped by every write to this measure; keys roll-up caches
+    retired_at: datetime | None = None
+
+
+class MeasurePlace(SQLModel, table=True):
+    """A neighbourhood a measure covers, with its own baseline and target where known."""
+
+    measure_id: str = Field(foreign_key="node.id", primary_key=True, max_length=100)
+    place_id: str = Field(foreign_key="place.id", primary_key=True, max_length=100, index=True)
+    baseline: float | None = None
+    target: float | None = None
+
+
+class Dimension(SQLModel, table=True):
+    """A declared dimension value (e.g. age = 65+), in the order the tree gives."""
+
+    name: str = Field(primary_key=True, max_length=50)
+    value: str = Field(primary_key=True, max_length=50)
+    position: int = 0
+
+
+# --- submissions ----------------------------------------------------------------------
+
+
+class Batch(SQLModel, table=True):
+    """One accepted submission: an API call, CSV upload, web entry or feed run."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    agency_id: str = Field(foreign_key="agency.id", index=True, max_length=100)
+    channel: str = Field(max_length=10)  # api | csv | web | feed | demo
+    token_id: int | None = Field(default=None, foreign_key="apitoken.id")
+    user_id: int | None = Field(default=None, foreign_key="user.id")
+    feed_run_id: int | None = Field(default=None, foreign_key="feedrun.id")
+    received_at: datetime = Field(default_factory=utcnow)
+    accepted: int = 0
+    revised: int = 0
+    unchanged: int = 0
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    body_hash: str | None = Field(default=None, max_length=64)
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+    __table_args__ = (Index("ix_batch_idempotency", "agency_id", "idempotency_key"),)
+
+
+class Observation(SQLModel, table=True):
+    """The current value of one (measure, place, date, dimension cell).
+
+    `value` is null when the latest revision retracted it. Every revision, the current
+    one included, is kept in ObservationRevision.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    measure_id: str = Field(foreign_key="node.id", max_length=100)
+    place_id: str = Field(foreign_key="place.id", max_length=100)
+    date: date
+    dims_key: str = Field(default="", max_length=200)  # "age=65+|sex=female", "" if none
+    value: float | None = None
+    revisions: int = 1
+    batch_id: int = Field(foreign_key="batch.id", index=True)  # the latest revision's
+    received_at: datetime = Field(default_factory=utcnow)
+    note: str | None = Field(default=None, max_length=1000)
+
+    __table_args__ = (
+        UniqueConstraint("measure_id", "place_id", "dims_key", "date", name="uq_observation"),
+        Index("ix_observation_measure_date", "measure_id", "date"),
+    )
+
+
+class ObservationRevision(SQLModel, table=True):
+    """Every value ever sent for an observation, with who sent it (through its batch)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    observation_id: int = Field(foreign_key="observation.id", index=True)
+    revision: int
+    value: float | None = None
+    batch_id: int = Field(foreign_key="batch.id", index=True)
+    received_at: datetime = Field(default_factory=utcnow)
+    note: str | None = Field(default=None, max_length=1000)
+
+
+# --- works ----------------------------------------------------------------------------
+
+
+class Work(SQLModel, table=True):
+    """A located piece of work; identity is (agency, external id)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    agency_id: str = Field(foreign_key="agency.id", max_length=100)
+    ref: str = Field(max_length=100)  # the agency's own id: the public id is AGENCY/REF
+    title: str = Field(max_length=300)
+    status: str = Field(max_length=12, index=True)  # planned|in_progress|complete|cancelled
+    geometry: str = Field(sa_column=Column(Text, nullable=False))
+    street_id: str | None = Field(default=None, foreign_key="street.id", max_length=150)
+    main_place_id: str | None = Field(default=None, foreign_key="place.id", index=True)
+    planned_start: date | None = None
+    planned_end: date | None = None
+    actual_start: date | None = None
+    actual_end: date | None = None
+    measure_id: str | None = Field(default=None, foreign_key="node.id", max_length=100)
+    quantity: float | None = None
+    min_lon: float
+    min_lat: float
+    max_lon: float
+    max_lat: float
+    batch_id: int = Field(foreign_key="batch.id")
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    __table_args__ = (UniqueConstraint("agency_id", "ref", name="uq_work_ref"),)
+
+
+class WorkPlace(SQLModel, table=True):
+    """The share of a work (by length or area in NZTM2000) in a neighbourhood."""
+
+    work_id: int = Field(foreign_key="work.id", primary_key=True)
+    place_id: str = Field(foreign_key="place.id", primary_key=True, max_length=100, index=True)
+    share: float
+
+
+class WorkStatusChange(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    work_id: int = Field(foreign_key="work.id", index=True)
+    old_status: str | None = Field(default=None, max_length=12)
+    new_status: str = Field(max_length=12)
+    batch_id: int = Field(foreign_key="batch.id")
+    changed_at: datetime = Field(default_factory=utcnow)
+
+
+# --- feeds ----------------------------------------------------------------------------
+
+
+class Feed(SQLModel, table=True):
+    """An agency's published file or API, from the tree; conditional-GET state kept here."""
+
+    id: str = Field(primary_key=True, max_length=100)
+    agency_id: str = Field(foreign_key="agency.id", max_length=100)
+    url: str = Field(max_length=2000)
+    format: str = Field(max_length=20)
+    every: str | None = Field(default=None, max_length=20)
+    cron: str | None = Field(default=None, max_length=100)
+    provides: str = Field(default="observations", max_length=20)
+    timeout: float = 30
+    measure_id: str | None = Field(default=None, max_length=100)
+    fields: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
+    place_match: str = Field(default="id", max_length=10)
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    etag: str | None = Field(default=None, max_length=500)
+    last_modified: str | None = Field(default=None, max_length=100)
+    retired_at: datetime | None = None
+
+
+class FeedRun(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    feed_id: str = Field(foreign_key="feed.id", index=True, max_length=100)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    status: str = Field(default="running", max_length=12)  # running|ok|unchanged|failed
+    rows: int = 0
+    rejected: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    http_status: int | None = None
+
+
+class FeedRejection(SQLModel, table=True):
+    """A row a feed run refused, with the reason, shown on the feed's page."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="feedrun.id", index=True)
+    row: int | None = None
+    field: str | None = Field(default=None, max_length=100)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    raw: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class SchedulerLease(SQLModel, table=True):
+    """Held by the one running scheduler; renewed by its heartbeat, taken over on expiry."""
+
+    name: str = Field(primary_key=True, max_length=50)
+    holder: str = Field(max_length=200)
+    expires_at: datetime
+
+
+# --- residents and the audit trail -------------------------------------------------------
+
+
+class Comment(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    place_id: str | None = Field(default=None, foreign_key="place.id", index=True)
+    street_id: str | None = Field(default=None, foreign_key="street.id", index=True)
+    work_id: int | None = Field(default=None, foreign_key="work.id", index=True)
+    author_name: str = Field(max_length=100)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default="visible", max_length=10)  # visible | hidden
+    moderated_by: int | None = Field(default=None, foreign_key="user.id")
+
+
+class Subscription(SQLModel, table=True):
+    """A resident following a place or street by email (confirmed by a link)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=254, index=True)
+    place_id: str | None = Field(default=None, foreign_key="place.id")
+    street_id: str | None = Field(default=None, foreign_key="street.id")
+    token_hash: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    confirmed_at: datetime | None = None
+    last_sent_at: datetime | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who changed what, through which channel, when: old -> new."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    agency_id: str | None = Field(default=None, foreign_key="agency.id", max_length=100)
+    token_id: int | None = Field(default=None, foreign_key="apitoken.id")
+    user_id: int | None = Field(default=None, foreign_key="user.id")
+    channel: str = Field(max_length=10)  # api | csv | web | feed | cli | demo
+    batch_id: int | None = Field(default=None, foreign_key="batch.id", index=True)
+    action: str = Field(max_length=30)  # observation.create, work.update, token.revoke …
+    entity_id: str = Field(max_length=300)  # e.g. "homes-repaired/dallington/2014-03-31"
+    measure_id: str | None = Field(default=None, max_length=100)
+    place_id: str | None = Field(default=None, max_length=100)
+    old: Any | None = Field(default=None, sa_column=Column(JSON))
+    new: Any | None = Field(default=None, sa_column=Column(JSON))
+
+    __table_args__ = (Index("ix_audit_measure_place", "measure_id", "place_id"),)

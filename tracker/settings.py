@@ -1,0 +1,61 @@
+"""Configuration: every TRACKER_* variable, from the environment or an optional `.env` file.
+
+docs/configuration.md lists the same settings; a test keeps the two in step.
+"""
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The tracker's settings. Each field's description is its help line."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRACKER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database. Default: an SQLite file `tracker.sqlite3` "
+        "in the instance folder. PostgreSQL: `postgresql+psycopg://USER@HOST:5432/DB`.",
+    )
+    tree: Path = Field(
+        default=Path("results_tree.yaml"),
+        description="Path of the results tree (results, outputs, measures, places, agencies).",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Key that signs sessions and CSRF tokens. Default: a random key kept in "
+        "`secret_key` in the instance folder (set it explicitly when running several hosts).",
+    )
+    max_upload_mb: float = Field(
+        default=10, gt=0, description="Largest request body accepted, in megabytes."
+    )
+    instance_path: Path = Field(
+        default=Path("instance"),
+        description="Folder for local state: the default SQLite database and secret key.",
+    )
+    secure_cookies: bool = Field(
+        default=True,
+        description="Mark session cookies `Secure` (sent over HTTPS only; browsers also "
+        "send them to http://127.0.0.1). Turn off only for plain-HTTP test hosts.",
+    )
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        self.instance_path.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(self.instance_path / 'tracker.sqlite3').resolve()}"
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        key_file = self.instance_path / "secret_key"
+        if not key_file.exists():
+            self.instance_path.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(secrets.token_hex(32))
+            key_file.chmod(0o600)
+        return key_file.read_text().strip()

@@ -1,0 +1,35 @@
+"""One handler for every refusal: JSON under /api, an HTML page elsewhere."""
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from tracker.errors import TrackerError
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(TrackerError, _tracker_error)
+    app.register_error_handler(HTTPException, _http_error)
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _tracker_error(exc: TrackerError):
+    if _wants_json():
+        return jsonify(exc.to_json()), exc.status
+    return render_template("errors/error.html", status=exc.status, message=exc.message), exc.status
+
+
+def _http_error(exc: HTTPException):
+    message = exc.description or exc.name
+    if exc.code == 413:
+        message = "The request body is larger than this server accepts."
+    if _wants_json():
+        answer = jsonify({"error": message})
+    else:
+        answer = render_template("errors/error.html", status=exc.code, message=message)
+    response = exc.get_response()
+    response.set_data(answer.get_data() if _wants_json() else answer)
+    response.content_type = "application/json" if _wants_json() else "text/html; charset=utf-8"
+    return response
