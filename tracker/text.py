@@ -4,6 +4,8 @@ import re
 import unicodedata
 
 _NON_WORD = re.compile(r"[^0-9a-z]+")
+# Words a capitalised source writes as they should stay: "73A", "II", "XIV".
+_KEEP_AS_GIVEN = re.compile(r"^(.*[0-9].*|(?=[IVX]{2,}$)X{0,3}(IX|IV|V?I{0,3}))$")
 
 
 def fold(text: str) -> str:
@@ -31,9 +33,13 @@ def title_case(text: str) -> str:
 
     str.title() would turn "SHIRLEY'S" into "Shirley'S"; this capitalises each word
     after a space or hyphen only, and the letter after a Scottish/Irish "Mc"/"O'".
+    Words with digits and roman numerals keep the source's form ("State Highway 73A",
+    "Queen Elizabeth II Drive").
     """
 
     def word(w: str) -> str:
+        if _KEEP_AS_GIVEN.match(w):
+            return w
         w = w.lower()
         if len(w) > 2 and w.startswith("mc"):
             return "Mc" + w[2].upper() + w[3:]
