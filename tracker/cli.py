@@ -21,17 +21,21 @@ def initialise(settings: Settings) -> tuple[Engine, "Tree"]:  # noqa: F821
     tree = load_tree(settings.tree)
     streets = read_streets(tree.places.streets, tree.boundaries) if tree.places.streets else None
     engine = make_engine(settings.resolved_database_url())
-    migrate(engine)
-    with session_scope(engine) as session:
-        store_places(
-            session,
-            city_id=tree.city.id,
-            city_name=tree.city.name,
-            boundaries=tree.boundaries,
-            streets=streets,
-        )
-        session.get(Place, tree.city.id).timezone = tree.city.timezone
-        store_tree(session, tree)
+    try:
+        migrate(engine)
+        with session_scope(engine) as session:
+            store_places(
+                session,
+                city_id=tree.city.id,
+                city_name=tree.city.name,
+                boundaries=tree.boundaries,
+                streets=streets,
+            )
+            session.get(Place, tree.city.id).timezone = tree.city.timezone
+            store_tree(session, tree)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine, tree
 
 
@@ -47,7 +51,8 @@ def init() -> None:
     settings = Settings()
     started = time.perf_counter()
     with _refusals():
-        _, tree = initialise(settings)
+        engine, tree = initialise(settings)
+    engine.dispose()
     click.echo(
         f"Database ready; tree {tree.path} loaded: {len(tree.boundaries)} neighbourhoods, "
         f"{len(tree.measures())} measures ({time.perf_counter() - started:.1f} s)."
@@ -85,6 +90,7 @@ def demo() -> None:
         streets = read_streets(tree.places.streets, tree.boundaries) if tree.places.streets else []
         with session_scope(engine) as session:
             counts = load_demo(session, tree, streets)
+    engine.dispose()
     click.echo(
         f"Demo city ready: {counts['observations']} observation rows and {counts['works']} "
         f"works submitted ({time.perf_counter() - started:.1f} s)."
@@ -129,9 +135,12 @@ def agency_token(agency_id: str, label: str) -> None:
     """Issue an API token for AGENCY_ID; the token alone is printed on the last line."""
     from tracker.auth import issue_token
 
-    settings = Settings()
-    with _refusals(), session_scope(make_engine(settings.resolved_database_url())) as session:
-        token = issue_token(session, agency_id, label)
+    engine = make_engine(Settings().resolved_database_url())
+    try:
+        with _refusals(), session_scope(engine) as session:
+            token = issue_token(session, agency_id, label)
+    finally:
+        engine.dispose()
     click.echo(f"Token for {agency_id} (shown once; only its hash is stored):")
     click.echo(token)
 

@@ -16,6 +16,7 @@ names the agency, channel, token or user and feed run. The audit trail of values
 from there rather than copied into AuditEvent.
 """
 
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -24,11 +25,12 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlmodel import Session
 
 from tracker.errors import TrackerError
 from tracker.models import (
+    AuditEvent,
     Batch,
     Dimension,
     MeasurePlace,
@@ -36,6 +38,9 @@ from tracker.models import (
     Observation,
     ObservationRevision,
     Place,
+    Work,
+    WorkPlace,
+    WorkStatusChange,
     utcnow,
 )
 
@@ -519,4 +524,374 @@ __all__ = [
     "dims_key",
     "has_demo_data",
     "submit_observations",
+    "submit_works",
 ]
+
+
+# --- works ------------------------------------------------------------------------------
+
+WORK_STATUSES = ("planned", "in_progress", "complete", "cancelled")
+WORK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+WORK_DATES = ("planned_start", "planned_end", "actual_start", "actual_end")
+WORK_FIELDS = {"id", "title", "status", "geometry", "street", "measure", "quantity", *WORK_DATES}
+TITLE_MAX = 300
+
+
+@dataclass
+class CleanWork:
+    row: int
+    ref: str
+    title: str
+    status: str
+    geometry: Any  # shapely geometry, WGS84
+    street_id: str | None
+    dates: dict[str, date | None]
+    measure_id: str | None
+    quantity: float | None
+
+
+def submit_works(
+    session: Session,
+    *,
+    agency_id: str,
+    rows: Sequence[dict[str, Any]],
+    channel: str,
+    row_numbers: Sequence[int] | None = None,
+    token_id: int | None = None,
+    user_id: int | None = None,
+    feed_run_id: int | None = None,
+    dry_run: bool = False,
+    partial: bool = False,
+) -> Outcome:
+    """Validate and upsert works by (agency, id), located by geometry or along a street.
+
+    Same modes as `submit_observations`. A status change is kept in WorkStatusChange and
+    every created or changed work in the audit trail; `source: works` measures that a
+    change touches get their data version bumped.
+    """
+    from tracker.places import city_extent, resolve_street
+
+    numbers = list(row_numbers) if row_numbers is not None else list(range(len(rows)))
+    measures = _works_measures(session)
+    extent = city_extent(session)
+    errors: list[RowError] = []
+    foreign: list[RowError] = []
+    clean: list[CleanWork] = []
+    seen: dict[str, int] = {}
+    for number, raw in zip(numbers, rows, strict=True):
+        work, row_errors = _validate_work(session, number, raw, measures, extent, resolve_street)
+        if row_errors:
+            errors.extend(row_errors)
+            continue
+        if work.measure_id and measures[work.measure_id] != agency_id:
+            foreign.append(
+                RowError(
+                    number,
+                    "measure",
+                    f"measure {work.measure_id!r} belongs "
+                    f"to {measures[work.measure_id]!r}, not {agency_id!r}",
+                )
+            )
+            continue
+        if work.ref in seen:
+            errors.append(
+                RowError(
+                    number,
+                    "id",
+                    f"duplicate of row {seen[work.ref]}: work {work.ref!r} appears twice",
+                )
+            )
+            continue
+        seen[work.ref] = number
+        clean.append(work)
+
+    if not partial:
+        if errors:
+            raise SubmissionRejected(sorted(errors, key=_row_order) + foreign)
+        if foreign:
+            raise SubmissionForbidden(foreign)
+    outcome = Outcome(rejected=sorted(errors + foreign, key=_row_order))
+    if clean:
+        _store_works(
+            session,
+            agency_id,
+            clean,
+            outcome,
+            dry_run=dry_run,
+            batch=Batch(
+                agency_id=agency_id,
+                channel=channel,
+                token_id=token_id,
+                user_id=user_id,
+                feed_run_id=feed_run_id,
+            ),
+        )
+    return outcome
+
+
+def _works_measures(session: Session) -> dict[str, str | None]:
+    """Agency of each live `source: works` measure."""
+    output = Node.__table__.alias("output_node")
+    return dict(
+        session.execute(
+            select(Node.id, output.c.agency_id)
+            .join(output, output.c.id == Node.parent_id)
+            .where(Node.kind == "measure", Node.source == "works", Node.retired_at.is_(None))
+        ).all()
+    )
+
+
+def _validate_work(session, number, raw, measures, extent, resolve_street):
+    """One work row checked field by field."""
+    from shapely.geometry import shape
+
+    if not isinstance(raw, dict):
+        return None, [RowError(number, None, "a row must be an object")]
+    errors: list[RowError] = []
+
+    def fail(field_name: str | None, message: str) -> None:
+        errors.append(RowError(number, field_name, message))
+
+    for extra in sorted(set(raw) - WORK_FIELDS):
+        fail(extra, f"unknown field {extra!r}")
+    ref = raw.get("id")
+    if not isinstance(ref, str) or not WORK_ID.match(ref):
+        fail(
+            "id",
+            "id is required: up to 100 letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit; got {ref!r}",
+        )
+    title = raw.get("title")
+    if not isinstance(title, str) or not title.strip():
+        fail("title", "title is required")
+    elif len(title) > TITLE_MAX:
+        fail("title", f"title is longer than {TITLE_MAX} characters")
+    status = raw.get("status")
+    if status not in WORK_STATUSES:
+        fail("status", f"status must be one of {', '.join(WORK_STATUSES)}; got {status!r}")
+
+    geometry, street_id = None, None
+    has_geometry = raw.get("geometry") not in (None, "")
+    has_street = raw.get("street") not in (None, "")
+    if has_geometry == has_street:
+        fail("geometry", "give exactly one of geometry or street")
+    elif has_geometry:
+        try:
+            geometry = shape(raw["geometry"])
+        except Exception:  # shapely raises many kinds of error for bad GeoJSON
+            fail("geometry", "geometry is not a GeoJSON Point, LineString or Polygon (or Multi-)")
+        else:
+            problem = _geometry_problem(geometry, extent)
+            if problem:
+                fail("geometry", problem)
+                geometry = None
+    elif not isinstance(raw["street"], str):
+        fail("street", "street must be a street id or name")
+    else:
+        street_id, geometry, problem = resolve_street(session, raw["street"])
+        if problem:
+            fail("street", problem)
+
+    dates = {name: _optional_date(raw.get(name), name, fail) for name in WORK_DATES}
+    for start, end in (("planned_start", "planned_end"), ("actual_start", "actual_end")):
+        if dates[start] and dates[end] and dates[end] < dates[start]:
+            fail(end, f"{end} {dates[end]} is before {start} {dates[start]}")
+    if status == "complete" and dates["actual_end"] is None:
+        fail("actual_end", "a complete work needs actual_end (the day it was finished)")
+    if status in ("planned", "cancelled") and dates["actual_end"] is not None:
+        fail("actual_end", f"a {status} work cannot have actual_end")
+
+    measure_id = raw.get("measure")
+    if measure_id is not None and measure_id not in measures:
+        fail("measure", f"{measure_id!r} is not a measure derived from works (source: works)")
+    quantity = raw.get("quantity")
+    if quantity is not None:
+        if isinstance(quantity, bool) or not isinstance(quantity, int | float | str):
+            fail("quantity", "quantity must be a number")
+            quantity = None
+        else:
+            quantity = _parse_value(quantity, lambda _f, m: fail("quantity", m))
+            if quantity is not None and quantity < 0:
+                fail("quantity", "quantity cannot be negative")
+            if measure_id is None:
+                fail("quantity", "quantity needs a measure to count towards")
+    if errors:
+        return None, errors
+    return CleanWork(
+        number, ref, title.strip(), status, geometry, street_id, dates, measure_id, quantity
+    ), []
+
+
+def _geometry_problem(geometry, extent) -> str | None:
+    """Why a work's geometry cannot be used, or None."""
+    if geometry.geom_type not in (
+        "Point",
+        "LineString",
+        "Polygon",
+        "MultiPoint",
+        "MultiLineString",
+        "MultiPolygon",
+    ):
+        return f"geometry type {geometry.geom_type} is not supported"
+    if geometry.is_empty:
+        return "geometry is empty"
+    if not geometry.is_valid:
+        from shapely.validation import explain_validity
+
+        return f"geometry is invalid ({explain_validity(geometry)})"
+    if extent is not None and not extent.intersects(geometry):
+        return "geometry lies outside the city"
+    return None
+
+
+def _optional_date(raw: Any, name: str, fail) -> date | None:
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, str) or not ISO_DATE.match(raw):
+        fail(name, f"{name} must be YYYY-MM-DD, got {raw!r}")
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        fail(name, f"{raw!r} is not a real date")
+        return None
+
+
+def _store_works(
+    session: Session,
+    agency_id: str,
+    works: list[CleanWork],
+    outcome: Outcome,
+    *,
+    dry_run: bool,
+    batch: Batch,
+) -> None:
+    """Insert new works, update changed ones (history and audit kept), skip equal ones."""
+    from shapely.geometry import mapping
+
+    from tracker.places import share_by_place
+
+    existing = {
+        w.ref: w
+        for w in session.scalars(
+            select(Work).where(Work.agency_id == agency_id, Work.ref.in_([w.ref for w in works]))
+        )
+    }
+    planned: list[tuple[CleanWork, dict[str, Any], Work | None]] = []
+    for work in works:
+        values = {
+            "title": work.title,
+            "status": work.status,
+            "geometry": json.dumps(mapping(work.geometry), separators=(",", ":")),
+            "street_id": work.street_id,
+            "measure_id": work.measure_id,
+            "quantity": work.quantity,
+            **work.dates,
+        }
+        current = existing.get(work.ref)
+        if current is not None and all(getattr(current, k) == v for k, v in values.items()):
+            outcome.unchanged += 1
+            continue
+        if current is not None:
+            outcome.revised += 1
+        planned.append((work, values, current))
+    outcome.accepted = len(works)
+    if dry_run:
+        return
+    now = utcnow()
+    batch.received_at = now
+    batch.accepted, batch.revised, batch.unchanged = (
+        outcome.accepted,
+        outcome.revised,
+        outcome.unchanged,
+    )
+    session.add(batch)
+    session.flush()
+    outcome.batch = batch.id
+    touched: set[str] = set()
+    for work, values, current in planned:
+        shares = share_by_place(session, work.geometry)
+        minx, miny, maxx, maxy = work.geometry.bounds
+        values.update(
+            main_place_id=max(shares, key=shares.get) if shares else None,
+            min_lon=minx,
+            min_lat=miny,
+            max_lon=maxx,
+            max_lat=maxy,
+            batch_id=batch.id,
+            updated_at=now,
+        )
+        if current is None:
+            row = Work(agency_id=agency_id, ref=work.ref, **values)
+            session.add(row)
+            session.flush()
+            old, old_status = None, None
+        else:
+            row = current
+            old = {k: _jsonable(getattr(row, k)) for k in values if k not in _NOT_AUDITED}
+            old_status = row.status
+            if row.measure_id:
+                touched.add(row.measure_id)
+            for key, value in values.items():
+                setattr(row, key, value)
+            session.execute(delete(WorkPlace).where(WorkPlace.work_id == row.id))
+        session.add_all(WorkPlace(work_id=row.id, place_id=p, share=s) for p, s in shares.items())
+        if old_status != row.status:
+            session.add(
+                WorkStatusChange(
+                    work_id=row.id,
+                    old_status=old_status,
+                    new_status=row.status,
+                    batch_id=batch.id,
+                    changed_at=now,
+                )
+            )
+        if row.measure_id:
+            touched.add(row.measure_id)
+        new = {k: _jsonable(values[k]) for k in values if k not in _NOT_AUDITED}
+        if old is not None:
+            old, new = _changed_only(old, new)
+        session.add(
+            AuditEvent(
+                at=now,
+                agency_id=agency_id,
+                token_id=batch.token_id,
+                user_id=batch.user_id,
+                channel=batch.channel,
+                batch_id=batch.id,
+                action="work.create" if current is None else "work.update",
+                entity_id=f"{agency_id}/{work.ref}",
+                measure_id=row.measure_id,
+                place_id=row.main_place_id,
+                old=old,
+                new=new,
+            )
+        )
+    if touched:
+        session.execute(
+            update(Node)
+            .where(Node.id.in_(sorted(touched)))
+            .values(data_version=Node.data_version + 1)
+        )
+    session.flush()
+
+
+# Derived from the geometry or bookkeeping: the audit keeps what the agency sent.
+_NOT_AUDITED = {
+    "min_lon",
+    "min_lat",
+    "max_lon",
+    "max_lat",
+    "main_place_id",
+    "batch_id",
+    "updated_at",
+}
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _changed_only(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict, dict]:
+    keys = [k for k in new if old.get(k) != new[k]]
+    return {k: old.get(k) for k in keys}, {k: new[k] for k in keys}
