@@ -96,3 +96,15 @@ def test_agency_token_refuses_an_unknown_agency(runner):
     result = runner.invoke(main, ["agency", "token", "nobody"])
     assert result.exit_code == 1
     assert "nobody" in result.output
+
+
+def test_every_command_is_documented_in_the_readme():
+    readme = (FIXTURES.parent.parent / "README.md").read_text(encoding="utf-8")
+    commands = [
+        f"tracker {name} {sub}" if hasattr(command, "commands") else f"tracker {name}"
+        for name, command in main.commands.items()
+        for sub in (getattr(command, "commands", None) or [""])
+    ]
+    assert len(commands) >= 5
+    for command in commands:
+        assert f"`{command.strip()}" in readme, command

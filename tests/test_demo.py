@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from shapely.geometry import shape
 from sqlalchemy import func, select
 from sqlmodel import Session
 
@@ -49,7 +50,16 @@ def test_demo_loads_idempotently_and_is_labelled(runner, settings, monkeypatch):
     }
 
     app = create_app(settings.model_copy(update={"tree": ROOT / "results_tree.yaml"}))
-    page = app.test_client().get("/").get_data(as_text=True)
+    client = app.test_client()
+    page = client.get("/").get_data(as_text=True)
+    places = client.get("/api/v1/places").get_json()
+    opawa = client.get("/api/v1/streets?q=%C5%8Cp%C4%81wa").get_json()
+    riccarton = client.get("/api/v1/streets?q=riccarton%20av").get_json()
     app.extensions["engine"].dispose()
     assert "Demo data" in page
     assert "Dallington" in page
+    levels = [f["properties"]["level"] for f in places["features"]]
+    assert levels.count("city") == 1 and levels.count("neighbourhood") == 126
+    assert all(shape(f["geometry"]).is_valid for f in places["features"])
+    assert "Opawa Road" in [s["name"] for s in opawa]
+    assert riccarton[0]["name"] == "Riccarton Avenue"

@@ -1,11 +1,11 @@
-"""Derive the project's Christchurch files from the shared open-data downloads.
+"""Derive the project's Christchurch files from the open-data downloads.
 
 Run once, from the repository root, after fetching the sources (see SOURCES.md):
 
-    .venv/bin/python data/christchurch/prepare.py [SOURCE_DIR]
+    .venv/bin/python data/christchurch/prepare.py SOURCE_DIR
 
-SOURCE_DIR defaults to /work/shared/data/christchurch. The outputs are committed, so a
-fresh clone never needs the sources.
+SOURCE_DIR is the folder holding the downloads. The outputs are committed, so a fresh
+clone never needs the sources.
 """
 
 import json
@@ -15,7 +15,6 @@ from pathlib import Path
 from tracker.text import slugify
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SOURCE = Path("/work/shared/data/christchurch")
 AREA_UNITS = "christchurch_area_units_2013.geojson"
 ROADS = "christchurch_roads_topo50.geojson"
 
@@ -86,7 +85,9 @@ def _write(path: Path, collection: dict) -> None:
 
 def main(argv: list[str]) -> None:
     """Read the sources and write neighbourhoods.geojson and streets.geojson next to this file."""
-    source = Path(argv[1]) if len(argv) > 1 else DEFAULT_SOURCE
+    if len(argv) != 2:
+        sys.exit(f"usage: {argv[0]} SOURCE_DIR")
+    source = Path(argv[1])
     _write(HERE / "neighbourhoods.geojson", neighbourhoods(_read(source / AREA_UNITS)))
     _write(HERE / "streets.geojson", streets(_read(source / ROADS)))
 
