@@ -171,7 +171,10 @@ class Batch(SQLModel, table=True):
     body_hash: str | None = Field(default=None, max_length=64)
     response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
-    __table_args__ = (Index("ix_batch_idempotency", "agency_id", "idempotency_key"),)
+    # One live key per agency; a key older than 24 hours is cleared before it is reused.
+    __table_args__ = (
+        UniqueConstraint("agency_id", "idempotency_key", name="uq_batch_idempotency"),
+    )
 
 
 class Observation(SQLModel, table=True):

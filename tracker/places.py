@@ -599,6 +599,13 @@ def resolve_street(session: Session, text: str) -> tuple[str | None, BaseGeometr
     return row.id, shapely.from_geojson(row.geometry), ""
 
 
+def nztm_distance_m(a: BaseGeometry, b: BaseGeometry) -> float:
+    """Distance in metres between two WGS84 geometries, measured in NZTM2000."""
+    project = _nztm_projector()
+    first, second = project(np.array([a, b]))
+    return float(shapely.distance(first, second))
+
+
 def share_by_place(session: Session, geometry: BaseGeometry) -> dict[str, float]:
     """Share (0-1) of `geometry` in each neighbourhood it touches (CONTRACT §6).
 

@@ -16,12 +16,13 @@ names the agency, channel, token or user and feed run. The audit trail of values
 from there rather than copied into AuditEvent.
 """
 
+import hashlib
 import json
 import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -47,6 +48,8 @@ from tracker.models import (
 CHANNELS = ("api", "csv", "web", "feed", "demo")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 NOTE_MAX = 1000
+IDEMPOTENCY_TTL = timedelta(hours=24)
+IDEMPOTENCY_KEY_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -133,9 +136,11 @@ def submit_observations(
     rows: Sequence[dict[str, Any]],
     channel: str,
     row_numbers: Sequence[int] | None = None,
+    input_errors: Sequence[RowError] = (),
     token_id: int | None = None,
     user_id: int | None = None,
     feed_run_id: int | None = None,
+    idempotency: "Idempotency | None" = None,
     dry_run: bool = False,
     partial: bool = False,
     today: date | None = None,
@@ -143,34 +148,32 @@ def submit_observations(
     """Validate and store measure observations as `agency_id`.
 
     `row_numbers` gives each row's number for error reports (CSV line numbers); default
-    the 0-based index. Does not commit: the caller's transaction holds the whole batch.
+    the 0-based index. `input_errors` are problems found while reading the input (a CSV
+    record with too many fields …), reported with the rest. Does not commit: the caller's
+    transaction holds the whole batch.
     """
-    if channel not in CHANNELS:
-        raise ValueError(f"unknown channel {channel!r}")
+    replay = _begin(
+        session, agency_id, rows, channel, idempotency, dry_run=dry_run, partial=partial
+    )
+    if replay is not None:
+        return replay
     numbers = list(row_numbers) if row_numbers is not None else list(range(len(rows)))
     rules = _load_rules(session, rows)
     allowed = _dimension_values(session)
     today = today or _city_today(session)
 
     clean: list[CleanRow] = []
-    errors: list[RowError] = []
+    errors: list[RowError] = list(input_errors)
     foreign: list[RowError] = []
     seen: dict[tuple, int] = {}
     for number, raw in zip(numbers, rows, strict=True):
+        measure = rules.get(_text(raw, "measure"))
+        if measure is not None and measure.agency_id != agency_id:
+            foreign.append(_foreign_measure(number, measure.id, measure.agency_id, agency_id))
+            continue
         row, row_errors = _validate_row(number, raw, rules, allowed, today)
         if row_errors:
             errors.extend(row_errors)
-            continue
-        measure = rules[row.measure_id]
-        if measure.agency_id != agency_id:
-            foreign.append(
-                RowError(
-                    number,
-                    "measure",
-                    f"measure {row.measure_id!r} belongs to "
-                    f"{measure.agency_id!r}, not {agency_id!r}",
-                )
-            )
             continue
         key = (row.measure_id, row.place_id, row.date, row.dims_key)
         if key in seen:
@@ -185,28 +188,124 @@ def submit_observations(
         seen[key] = number
         clean.append(row)
 
-    if not partial:
-        if errors:
-            raise SubmissionRejected(sorted(errors, key=_row_order) + foreign)
-        if foreign:
-            raise SubmissionForbidden(foreign)
-    outcome = Outcome(rejected=sorted(errors + foreign, key=_row_order))
-    if not clean:
-        return outcome
-    _store(
-        session,
-        clean,
-        outcome,
-        dry_run=dry_run,
-        batch=Batch(
+    outcome = _settle(errors, foreign, partial=partial)
+    if clean:
+        batch = Batch(
             agency_id=agency_id,
             channel=channel,
             token_id=token_id,
             user_id=user_id,
             feed_run_id=feed_run_id,
-        ),
-    )
+            idempotency_key=idempotency.key if idempotency else None,
+            body_hash=idempotency.body_hash if idempotency else None,
+        )
+        _store(session, clean, outcome, dry_run=dry_run, batch=batch)
     return outcome
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An Idempotency-Key header and a hash of the body it came with."""
+
+    key: str
+    body_hash: str
+
+    @classmethod
+    def of(cls, key: str | None, body: bytes) -> "Idempotency | None":
+        if not key:
+            return None
+        if len(key) > IDEMPOTENCY_KEY_MAX:
+            raise TrackerError(f"Idempotency-Key is longer than {IDEMPOTENCY_KEY_MAX} characters")
+        return cls(key, hashlib.sha256(body).hexdigest())
+
+
+def _begin(
+    session: Session,
+    agency_id: str,
+    rows: Sequence[Any],
+    channel: str,
+    idempotency: Idempotency | None,
+    *,
+    dry_run: bool,
+    partial: bool,
+) -> Outcome | None:
+    """Checks before validating rows; the first answer again when a key is replayed."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    if idempotency is not None and not dry_run:
+        replay = _replay(session, agency_id, idempotency)
+        if replay is not None:
+            return replay
+    if not rows and not partial:
+        raise SubmissionRejected([RowError(None, None, "the batch has no rows")])
+    return None
+
+
+def _replay(session: Session, agency_id: str, idempotency: Idempotency) -> Outcome | None:
+    """The outcome of the batch sent earlier with this key (409 if its body differed).
+
+    Keys live 24 hours: an older batch lets go of its key so the key can be used again.
+    """
+    session.execute(
+        update(Batch)
+        .where(
+            Batch.agency_id == agency_id,
+            Batch.idempotency_key == idempotency.key,
+            Batch.received_at < utcnow() - IDEMPOTENCY_TTL,
+        )
+        .values(idempotency_key=None)
+    )
+    earlier = session.scalars(
+        select(Batch).where(Batch.agency_id == agency_id, Batch.idempotency_key == idempotency.key)
+    ).first()
+    if earlier is None:
+        return None
+    if earlier.body_hash != idempotency.body_hash:
+        raise TrackerError(
+            "this Idempotency-Key was used in the last 24 hours with a different body",
+            status=409,
+        )
+    return Outcome(
+        accepted=earlier.accepted,
+        revised=earlier.revised,
+        unchanged=earlier.unchanged,
+        batch=earlier.id,
+    )
+
+
+def _text(raw: Any, key: str) -> str | None:
+    """raw[key] when raw is an object and the value is text, else None."""
+    value = raw.get(key) if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _foreign_measure(number: int, measure_id: str, owner: str | None, agency_id: str) -> RowError:
+    return RowError(
+        number, "measure", f"measure {measure_id!r} belongs to {owner!r}, not {agency_id!r}"
+    )
+
+
+def _settle(errors: list[RowError], foreign: list[RowError], *, partial: bool) -> Outcome:
+    """All or nothing: refuse the batch over any bad row (403 if any row is another
+    agency's). Partial (feeds): the bad rows become the outcome's rejected rows."""
+    if not partial:
+        if foreign:
+            raise SubmissionForbidden(sorted(foreign + errors, key=_row_order))
+        if errors:
+            raise SubmissionRejected(sorted(errors, key=_row_order))
+    return Outcome(rejected=sorted(errors + foreign, key=_row_order))
+
+
+def _record_batch(session: Session, batch: Batch, outcome: Outcome) -> datetime:
+    """Store the batch row with the outcome's counts; its time is the batch's time."""
+    batch.received_at = utcnow()
+    batch.accepted = outcome.accepted
+    batch.revised = outcome.revised
+    batch.unchanged = outcome.unchanged
+    session.add(batch)
+    session.flush()
+    outcome.batch = batch.id
+    return batch.received_at
 
 
 def _row_order(error: RowError) -> tuple[int, int]:
@@ -401,17 +500,7 @@ def _store(
     outcome.accepted = len(rows)
     if dry_run:
         return
-
-    now = utcnow()
-    batch.received_at = now
-    batch.accepted, batch.revised, batch.unchanged = (
-        outcome.accepted,
-        outcome.revised,
-        outcome.unchanged,
-    )
-    session.add(batch)
-    session.flush()
-    outcome.batch = batch.id
+    now = _record_batch(session, batch, outcome)
 
     revisions: list[dict[str, Any]] = []
     if new_rows:
@@ -516,18 +605,6 @@ def has_demo_data(session: Session) -> bool:
     )
 
 
-__all__ = [
-    "Outcome",
-    "RowError",
-    "SubmissionForbidden",
-    "SubmissionRejected",
-    "dims_key",
-    "has_demo_data",
-    "submit_observations",
-    "submit_works",
-]
-
-
 # --- works ------------------------------------------------------------------------------
 
 WORK_STATUSES = ("planned", "in_progress", "complete", "cancelled")
@@ -557,9 +634,11 @@ def submit_works(
     rows: Sequence[dict[str, Any]],
     channel: str,
     row_numbers: Sequence[int] | None = None,
+    input_errors: Sequence[RowError] = (),
     token_id: int | None = None,
     user_id: int | None = None,
     feed_run_id: int | None = None,
+    idempotency: "Idempotency | None" = None,
     dry_run: bool = False,
     partial: bool = False,
 ) -> Outcome:
@@ -571,27 +650,26 @@ def submit_works(
     """
     from tracker.places import city_extent, resolve_street
 
+    replay = _begin(
+        session, agency_id, rows, channel, idempotency, dry_run=dry_run, partial=partial
+    )
+    if replay is not None:
+        return replay
     numbers = list(row_numbers) if row_numbers is not None else list(range(len(rows)))
     measures = _works_measures(session)
     extent = city_extent(session)
-    errors: list[RowError] = []
+    errors: list[RowError] = list(input_errors)
     foreign: list[RowError] = []
     clean: list[CleanWork] = []
     seen: dict[str, int] = {}
     for number, raw in zip(numbers, rows, strict=True):
+        measure_id = _text(raw, "measure")
+        if measure_id in measures and measures[measure_id] != agency_id:
+            foreign.append(_foreign_measure(number, measure_id, measures[measure_id], agency_id))
+            continue
         work, row_errors = _validate_work(session, number, raw, measures, extent, resolve_street)
         if row_errors:
             errors.extend(row_errors)
-            continue
-        if work.measure_id and measures[work.measure_id] != agency_id:
-            foreign.append(
-                RowError(
-                    number,
-                    "measure",
-                    f"measure {work.measure_id!r} belongs "
-                    f"to {measures[work.measure_id]!r}, not {agency_id!r}",
-                )
-            )
             continue
         if work.ref in seen:
             errors.append(
@@ -605,27 +683,18 @@ def submit_works(
         seen[work.ref] = number
         clean.append(work)
 
-    if not partial:
-        if errors:
-            raise SubmissionRejected(sorted(errors, key=_row_order) + foreign)
-        if foreign:
-            raise SubmissionForbidden(foreign)
-    outcome = Outcome(rejected=sorted(errors + foreign, key=_row_order))
+    outcome = _settle(errors, foreign, partial=partial)
     if clean:
-        _store_works(
-            session,
-            agency_id,
-            clean,
-            outcome,
-            dry_run=dry_run,
-            batch=Batch(
-                agency_id=agency_id,
-                channel=channel,
-                token_id=token_id,
-                user_id=user_id,
-                feed_run_id=feed_run_id,
-            ),
+        batch = Batch(
+            agency_id=agency_id,
+            channel=channel,
+            token_id=token_id,
+            user_id=user_id,
+            feed_run_id=feed_run_id,
+            idempotency_key=idempotency.key if idempotency else None,
+            body_hash=idempotency.body_hash if idempotency else None,
         )
+        _store_works(session, agency_id, clean, outcome, dry_run=dry_run, batch=batch)
     return outcome
 
 
@@ -798,16 +867,7 @@ def _store_works(
     outcome.accepted = len(works)
     if dry_run:
         return
-    now = utcnow()
-    batch.received_at = now
-    batch.accepted, batch.revised, batch.unchanged = (
-        outcome.accepted,
-        outcome.revised,
-        outcome.unchanged,
-    )
-    session.add(batch)
-    session.flush()
-    outcome.batch = batch.id
+    now = _record_batch(session, batch, outcome)
     touched: set[str] = set()
     for work, values, current in planned:
         shares = share_by_place(session, work.geometry)
@@ -895,3 +955,109 @@ def _jsonable(value: Any) -> Any:
 def _changed_only(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict, dict]:
     keys = [k for k in new if old.get(k) != new[k]]
     return {k: old.get(k) for k in keys}, {k: new[k] for k in keys}
+
+
+# --- CSV input --------------------------------------------------------------------------
+
+OBSERVATION_COLUMNS = ("measure", "place", "date", "value")
+WORK_CSV_COLUMNS = {*WORK_FIELDS, "lon", "lat"}
+
+
+@dataclass
+class InputRows:
+    """Rows read from a request body, shaped like the JSON API's, with their numbers (CSV:
+    the line each record starts on) and the problems found while reading them."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    row_numbers: list[int] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+
+def read_observations_csv(body: bytes) -> InputRows:
+    """Observations from `measure,place,date,value[,dim.NAME…][,note]`.
+
+    An empty value cell retracts (like JSON null); an empty dim cell leaves that
+    dimension out. A file-level problem (not CSV, missing or unknown columns) raises
+    SubmissionRejected with `row: null`.
+    """
+    records = _csv_records(body, required=OBSERVATION_COLUMNS, allowed={"note"}, prefix="dim.")
+    result = InputRows()
+    for record in _well_formed(records, result):
+        fields = record.fields
+        row: dict[str, Any] = {name: fields.get(name, "") for name in OBSERVATION_COLUMNS}
+        dims = {k[4:]: v for k, v in fields.items() if k.startswith("dim.") and v != ""}
+        if dims:
+            row["dims"] = dims
+        if fields.get("note"):
+            row["note"] = fields["note"]
+        _add_row(result, record.number, row)
+    return result
+
+
+def read_works_csv(body: bytes) -> InputRows:
+    """Works from a CSV with `id,title,status` and a `geometry` (WKT), `lon`+`lat` or
+    `street` column, plus the optional date, measure and quantity columns."""
+    from shapely import wkt
+    from shapely.errors import ShapelyError
+    from shapely.geometry import Point, mapping
+
+    records = _csv_records(body, required=("id", "title", "status"), allowed=WORK_CSV_COLUMNS)
+    result = InputRows()
+    for record in _well_formed(records, result):
+        row = {k: v for k, v in record.fields.items() if v != "" and k not in ("lon", "lat")}
+        lon, lat = record.fields.get("lon", ""), record.fields.get("lat", "")
+        if row.get("geometry"):
+            try:
+                row["geometry"] = mapping(wkt.loads(row["geometry"]))
+            except (ShapelyError, ValueError):
+                result.errors.append(RowError(record.number, "geometry", "geometry is not WKT"))
+                continue
+        elif lon or lat:
+            try:
+                row["geometry"] = mapping(Point(float(lon), float(lat)))
+            except ValueError:
+                result.errors.append(
+                    RowError(record.number, "lon", f"lon and lat must be numbers: {lon!r}, {lat!r}")
+                )
+                continue
+        _add_row(result, record.number, row)
+    return result
+
+
+def _csv_records(body: bytes, *, required, allowed, prefix: str | None = None):
+    """The CSV's records after checking its header; file-level problems refuse it whole."""
+    from importers import ParseError
+    from importers.csv import CsvImporter
+
+    try:
+        header = CsvImporter.header(body)
+        records = CsvImporter().parse(body)
+    except ParseError as exc:
+        raise SubmissionRejected([RowError(None, None, exc.message)]) from None
+    problems = [
+        RowError(None, name, f"missing column {name!r}") for name in required if name not in header
+    ]
+    known = set(required) | set(allowed)
+    problems += [
+        RowError(None, name, f"unknown column {name!r}")
+        for name in header
+        if name not in known
+        and not (prefix and name.startswith(prefix) and len(name) > len(prefix))
+    ]
+    if problems:
+        raise SubmissionRejected(problems)
+    return records
+
+
+def _well_formed(records, result: InputRows):
+    """The records with as many fields as the header; the others become row errors."""
+    for record in records:
+        if record.problem:
+            result.errors.append(RowError(record.number, None, f"the record {record.problem}"))
+        else:
+            yield record
+
+
+def _add_row(result: InputRows, number: int, row: dict[str, Any]) -> None:
+    result.rows.append(row)
+    result.row_numbers.append(number)

@@ -1,6 +1,6 @@
 """Places and streets: GeoJSON boundaries and street search."""
 
-from tracker.api import api
+from tracker.api.blueprint import api
 from tracker.api.schemas import PlaceCollection, StreetMatch, StreetsQuery
 from tracker.api.spec import endpoint
 from tracker.db import get_session

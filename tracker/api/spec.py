@@ -11,18 +11,50 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from flask import Blueprint, Response, jsonify, request
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from tracker.errors import TrackerError
 
 
+def utc_text(moment: datetime) -> str:
+    """A time as UTC ISO 8601 with Z (CONTRACT §4); naive times from SQLite are UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+UtcTime = Annotated[
+    datetime,
+    PlainSerializer(utc_text, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class RowErrorAnswer(BaseModel):
+    row: int | None = Field(
+        description="0-based index in the JSON list, or the CSV line "
+        "where the record starts; null for the whole body"
+    )
+    field: str | None
+    message: str
+
+
 class ErrorAnswer(BaseModel):
-    """A refused request."""
+    """A refused request; refused batches list every bad row in `errors`."""
 
     error: str
+    errors: list[RowErrorAnswer] | None = None
 
 
 @dataclass
