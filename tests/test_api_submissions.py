@@ -12,6 +12,7 @@ from tracker.models import (
     ApiToken,
     AuditEvent,
     Batch,
+    Node,
     Observation,
     ObservationRevision,
     Work,
@@ -574,3 +575,43 @@ def test_works_in_a_bbox_and_in_an_area(client, tokens):
     assert [f["id"] for f in inside["features"]] == ["council/ww-001"]
     assert outside["features"] == []
     assert [f["id"] for f in area["features"]] == ["council/ww-001"]
+
+
+# --- the authorisation matrix --------------------------------------------------------------
+
+
+def measure_owners(engine) -> dict[str, tuple[str, str | None]]:
+    """Every measure of the tree with (its agency, its source), read from the database."""
+    with Session(engine) as session:
+        nodes = {n.id: n for n in session.scalars(select(Node))}
+
+    def agency_of(node):
+        while node.agency_id is None:
+            node = nodes[node.parent_id]
+        return node.agency_id
+
+    return {n.id: (agency_of(n), n.source) for n in nodes.values() if n.kind == "measure"}
+
+
+def test_each_agency_writes_its_own_measures_and_works_and_no_one_elses(
+    client, tokens, stored, loaded
+):
+    owners = measure_owners(loaded[0])
+    assert {agency for agency, _ in owners.values()} == set(tokens)  # both sides are tried
+    expected, seen = {}, {}
+    for agency, token in tokens.items():
+        for measure, (owner, source) in owners.items():
+            if source == "works":
+                rows = [work(id=f"{agency}-{measure}", measure=measure)]
+                path = "works"
+            else:
+                dims = {"age": "65+"} if measure == "people-supported" else ...
+                rows = [row(measure=measure, dims=dims)]
+                path = "observations"
+            before = stored()
+            answer = post(client, token, rows, path=path)
+            seen[agency, measure, path] = answer.status_code
+            expected[agency, measure, path] = 201 if owner == agency else 403
+            if answer.status_code != 201:
+                assert stored() == before, (agency, measure)
+    assert seen == expected

@@ -398,7 +398,9 @@ def store_tiny(session, streets=None) -> None:
 def snapshot(session) -> dict:
     """Every row of the place and street tables."""
     return {
-        model.__name__: sorted(tuple(r.model_dump().items()) for r in session.exec(select(model)))
+        model.__name__: sorted(
+            (tuple(r.model_dump().items()) for r in session.exec(select(model))), key=repr
+        )
         for model in (Place, Street, StreetPlace)
     }
 

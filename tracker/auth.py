@@ -1,14 +1,33 @@
-"""Agency API tokens (stored only as hashes), staff login and roles."""
+"""Agency API tokens (stored only as hashes), staff accounts, login and roles.
+
+Data functions only: they take a database session and never commit, so a caller's one
+transaction holds each change with its audit event. The web side (the signed-in user,
+`login_required`) is tracker.web.auth.
+"""
 
 import hashlib
+import re
 import secrets
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
 
 from sqlmodel import Session, select
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from tracker.errors import NotFound, TrackerError
-from tracker.models import Agency, ApiToken, utcnow
+from tracker.models import Agency, ApiToken, AuditEvent, User, utcnow
 
 TOKEN_PREFIX = "rt_"
+ROLES = ("agency", "official")
+PASSWORD_MIN = 12
+PASSWORD_MAX = 1024  # hashing cost does not grow with length, but there is no need for more
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_FAILED_LOGINS = 5
+LOCK_TIME = timedelta(minutes=15)
+LOGIN_REFUSED = "Wrong email or password, or the account is locked or disabled."
 
 
 def hash_token(token: str) -> str:
@@ -17,14 +36,23 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def issue_token(session: Session, agency_id: str, label: str = "") -> str:
+def issue_token(
+    session: Session,
+    agency_id: str,
+    label: str = "",
+    *,
+    by_user_id: int | None = None,
+    channel: str = "cli",
+) -> str:
     """Create a token for `agency_id` and return it; it is never shown again."""
     agency = session.get(Agency, agency_id)
     if agency is None or agency.retired_at is not None:
         raise NotFound(f"no agency {agency_id!r}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(agency_id=agency_id, token_hash=hash_token(token), label=label))
+    row = ApiToken(agency_id=agency_id, token_hash=hash_token(token), label=label)
+    session.add(row)
     session.flush()
+    _audit(session, "token.issue", f"token/{row.id}", agency_id, by_user_id, channel, new=label)
     return token
 
 
@@ -35,3 +63,270 @@ def agency_for_token(session: Session, token: str) -> ApiToken:
         raise TrackerError("unknown or revoked token", status=401)
     row.last_used_at = utcnow()
     return row
+
+
+def list_tokens(session: Session, agency_id: str | None = None) -> list[ApiToken]:
+    """Every token (of one agency, if given), by agency then age; revoked ones included."""
+    query = select(ApiToken).order_by(ApiToken.agency_id, ApiToken.id)
+    if agency_id is not None:
+        query = query.where(ApiToken.agency_id == agency_id)
+    return list(session.exec(query))
+
+
+def revoke_token(
+    session: Session, token_id: int, *, by_user_id: int | None = None, channel: str = "cli"
+) -> ApiToken:
+    """Revoke a token at once (its next request gets 401); NotFound for an unknown id.
+
+    Revoking a revoked token keeps its first revocation time and records nothing new.
+    """
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"no token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        _audit(
+            session,
+            "token.revoke",
+            f"token/{row.id}",
+            row.agency_id,
+            by_user_id,
+            channel,
+            old=row.label,
+        )
+        session.flush()
+    return row
+
+
+# --- staff accounts -----------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash of `password` (werkzeug's format, method named inside)."""
+    return generate_password_hash(password, method="scrypt")
+
+
+def create_user(
+    session: Session,
+    email: str,
+    password: str,
+    role: str,
+    agency_id: str | None = None,
+    *,
+    by_user_id: int | None = None,
+    channel: str = "cli",
+) -> User:
+    """A new staff account; TrackerError (400, or 409 for a taken email) says what is wrong.
+
+    Agency staff belong to one live agency; officials to none. Emails are kept lower-case
+    so that sign-in ignores case.
+    """
+    email = email.strip().lower()
+    problems = _account_problems(session, email, password, role, agency_id)
+    if problems:
+        raise TrackerError(" ".join(problems))
+    if session.exec(select(User.id).where(User.email == email)).first() is not None:
+        raise TrackerError(f"there is already an account for {email}", status=409)
+    user = User(email=email, password_hash=hash_password(password), role=role, agency_id=agency_id)
+    session.add(user)
+    session.flush()
+    _audit(
+        session,
+        "user.create",
+        f"user/{email}",
+        agency_id,
+        by_user_id,
+        channel,
+        new={"role": role, "agency": agency_id},
+    )
+    return user
+
+
+def _account_problems(
+    session: Session, email: str, password: str, role: str, agency_id: str | None
+) -> list[str]:
+    """Every reason the account cannot be created, as sentences."""
+    problems = []
+    if len(email) > 254 or not EMAIL.match(email):
+        problems.append(f"{email!r} is not an email address.")
+    if len(password) < PASSWORD_MIN:
+        problems.append(f"The password must have at least {PASSWORD_MIN} characters.")
+    elif len(password) > PASSWORD_MAX:
+        problems.append(f"The password must have at most {PASSWORD_MAX} characters.")
+    if role not in ROLES:
+        problems.append(f"The role must be one of {', '.join(ROLES)}.")
+    elif role == "official" and agency_id:
+        problems.append("Officials do not belong to an agency.")
+    elif role == "agency":
+        agency = session.get(Agency, agency_id) if agency_id else None
+        if agency is None or agency.retired_at is not None:
+            problems.append(f"Agency staff need an existing agency; got {agency_id!r}.")
+    return problems
+
+
+def list_users(session: Session) -> list[User]:
+    """Every staff account, officials first, then by agency and email."""
+    return list(session.exec(select(User).order_by(User.role.desc(), User.agency_id, User.email)))
+
+
+def disable_user(
+    session: Session, user_id: int, *, by_user_id: int | None = None, channel: str = "cli"
+) -> User:
+    """Disable an account: it can no longer sign in, and its open sessions end."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no account {user_id}")
+    if user_id == by_user_id:
+        raise TrackerError("you cannot disable your own account")
+    if user.disabled_at is None:
+        user.disabled_at = utcnow()
+        _audit(session, "user.disable", f"user/{user.email}", user.agency_id, by_user_id, channel)
+        session.flush()
+    return user
+
+
+def _audit(
+    session: Session,
+    action: str,
+    entity_id: str,
+    agency_id: str | None,
+    user_id: int | None,
+    channel: str,
+    *,
+    old=None,
+    new=None,
+) -> None:
+    session.add(
+        AuditEvent(
+            agency_id=agency_id,
+            user_id=user_id,
+            channel=channel,
+            action=action,
+            entity_id=entity_id,
+            old=old,
+            new=new,
+        )
+    )
+
+
+# --- signing in -----------------------------------------------------------------------------
+
+
+class LoginRefused(TrackerError):
+    """A refused sign-in. The message never says whether the account exists."""
+
+    status = 401
+
+
+@dataclass
+class LoginThrottle:
+    """Failed sign-ins per client address in a sliding window, kept in this process.
+
+    Failures only: a whole office behind one address signing in each morning must not
+    lock itself out. Each process keeps its own count, so with N workers an address gets
+    at most N × `limit` tries per window: still far too few to guess passwords.
+    """
+
+    limit: int = 20
+    window: timedelta = timedelta(minutes=10)
+    max_addresses: int = 10_000
+    _failures: dict[str, deque[datetime]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allows(self, address: str, now: datetime) -> bool:
+        """Whether `address` may try again now."""
+        with self._lock:
+            return self._prune(address, now) < self.limit
+
+    def record_failure(self, address: str, now: datetime) -> None:
+        with self._lock:
+            if address not in self._failures and len(self._failures) >= self.max_addresses:
+                for key in list(self._failures):
+                    self._prune(key, now)
+                if len(self._failures) >= self.max_addresses:  # forget the oldest address
+                    del self._failures[next(iter(self._failures))]
+            self._failures.setdefault(address, deque()).append(now)
+
+    def _prune(self, address: str, now: datetime) -> int:
+        """Forget the address's failures that left the window; how many remain."""
+        times = self._failures.get(address)
+        if times is None:
+            return 0
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+        return len(times)
+
+
+def authenticate(
+    session: Session,
+    email: str,
+    password: str,
+    *,
+    address: str,
+    throttle: LoginThrottle,
+    now: datetime | None = None,
+) -> User:
+    """The account for these credentials, its sign-in recorded; LoginRefused otherwise.
+
+    Unknown email, wrong password, locked and disabled accounts get the same message and
+    take the same time, so accounts cannot be discovered. MAX_FAILED_LOGINS wrong
+    passwords in a row lock the account for LOCK_TIME. Changes are flushed, not
+    committed: the caller commits whether or not sign-in succeeded, so failures count.
+    """
+    now = now or utcnow()
+    if not throttle.allows(address, now):
+        raise LoginRefused(
+            "Too many failed sign-ins from your network. Try again in a few minutes.", status=429
+        )
+    user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+    usable = user is not None and user.disabled_at is None and not _locked(user, now)
+    # Hash even when the answer is already known, so timing does not tell accounts apart.
+    matches = check_password_hash(user.password_hash if usable else _dummy_hash(), password)
+    if not (usable and matches):
+        throttle.record_failure(address, now)
+        if usable:
+            _count_failure(user, now)
+            session.flush()
+        raise LoginRefused(LOGIN_REFUSED)
+    user.failed_logins = 0
+    user.locked_until = None
+    user.last_login_at = now
+    session.flush()
+    return user
+
+
+def _locked(user: User, now: datetime) -> bool:
+    return user.locked_until is not None and _aware(user.locked_until) > now
+
+
+def _count_failure(user: User, now: datetime) -> None:
+    """One more wrong password; the last one allowed locks the account and resets the count."""
+    user.failed_logins += 1
+    if user.failed_logins >= MAX_FAILED_LOGINS:
+        user.locked_until = now + LOCK_TIME
+        user.failed_logins = 0
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives stored times back without their zone; they were written in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_hex(16))
+
+
+def active_user(session: Session, user_id: int) -> User | None:
+    """The account with this id if it may still act (exists, not disabled), else None."""
+    user = session.get(User, user_id)
+    return user if user is not None and user.disabled_at is None else None
+
+
+def live_agencies(session: Session) -> list[Agency]:
+    """Agencies that may hold tokens and staff, by name."""
+    return list(
+        session.exec(select(Agency).where(Agency.retired_at.is_(None)).order_by(Agency.name))
+    )

@@ -2,10 +2,14 @@
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import click
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from tracker.db import make_engine, migrate, session_scope
 from tracker.errors import TrackerError
@@ -143,6 +147,76 @@ def agency_token(agency_id: str, label: str) -> None:
         engine.dispose()
     click.echo(f"Token for {agency_id} (shown once; only its hash is stored):")
     click.echo(token)
+
+
+@agency.command("tokens")
+@click.argument("agency_id")
+def agency_tokens(agency_id: str) -> None:
+    """List AGENCY_ID's API tokens: id, label, created, last used, revoked."""
+    from tracker.auth import list_tokens
+
+    with _database() as session:
+        tokens = list_tokens(session, agency_id)
+    if not tokens:
+        click.echo(f"No tokens for {agency_id}.")
+        return
+    click.echo(f"{'ID':>5}  {'CREATED':16}  {'LAST USED':16}  {'REVOKED':16}  LABEL")
+    for t in tokens:
+        times = "  ".join(
+            f"{_minute(moment) or '-':16}"
+            for moment in (t.created_at, t.last_used_at, t.revoked_at)
+        )
+        click.echo(f"{t.id:>5}  {times}  {t.label}")
+
+
+@agency.command("revoke")
+@click.argument("token_id", type=int)
+def agency_revoke(token_id: int) -> None:
+    """Revoke API token TOKEN_ID (see `tracker agency tokens`); it is refused at once."""
+    from tracker.auth import revoke_token
+
+    with _database() as session:
+        token = revoke_token(session, token_id)
+    click.echo(f"Token {token.id} of {token.agency_id} revoked at {_minute(token.revoked_at)} UTC.")
+
+
+@main.group()
+def user() -> None:
+    """Staff accounts: agency staff and officials."""
+
+
+@user.command("add")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["agency", "official"]), required=True)
+@click.option("--agency", "agency_id", help="The agency of agency staff.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def user_add(email: str, role: str, agency_id: str | None, password_stdin: bool) -> None:
+    """Create a staff account; asks for the password twice unless --password-stdin."""
+    from tracker.auth import create_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _database() as session:
+        account = create_user(session, email, password, role, agency_id)
+    where = f" of {account.agency_id}" if account.agency_id else ""
+    click.echo(f"Created {account.role} account {account.email}{where} (id {account.id}).")
+
+
+@contextmanager
+def _database() -> Iterator[Session]:
+    """A session on the configured database, committed at the end; refusals exit 1."""
+    engine = make_engine(Settings().resolved_database_url())
+    try:
+        with _refusals(), session_scope(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _minute(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else ""
 
 
 class _refusals:

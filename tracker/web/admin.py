@@ -1,0 +1,129 @@
+"""/admin: officials issue and revoke agency API tokens, manage staff accounts and read
+the audit trail."""
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+
+from tracker.audit import audit_trail
+from tracker.auth import (
+    ROLES,
+    create_user,
+    disable_user,
+    issue_token,
+    list_tokens,
+    list_users,
+    live_agencies,
+    revoke_token,
+)
+from tracker.db import get_session
+from tracker.errors import TrackerError
+from tracker.history import measure_titles
+from tracker.places import list_places
+from tracker.web.auth import current_user, login_required
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+AUDIT_LIMIT = 200
+
+
+@bp.get("")
+@login_required("official")
+def index():
+    """Tokens per agency and staff accounts."""
+    return _index_page()
+
+
+def _index_page(*, form=None, error=None, status=200):
+    session = get_session()
+    page = render_template(
+        "admin/index.html",
+        agencies=live_agencies(session),
+        tokens=list_tokens(session),
+        users=list_users(session),
+        roles=ROLES,
+        form=form or {},
+        error=error,
+    )
+    return page, status
+
+
+@bp.post("/tokens")
+@login_required("official")
+def add_token():
+    """Issue a token and show it this once (never stored in clear, never shown again)."""
+    session = get_session()
+    agency_id = request.form.get("agency", "")
+    token = issue_token(
+        session,
+        agency_id,
+        request.form.get("label", "").strip(),
+        by_user_id=current_user().id,
+        channel="web",
+    )
+    session.commit()
+    # Rendered, not redirected: a redirect would have to carry the token through the
+    # session cookie, which is signed but readable.
+    page = render_template("admin/token.html", agency_id=agency_id, token=token)
+    return page, 201, {"Cache-Control": "no-store"}
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@login_required("official")
+def revoke(token_id: int):
+    """Revoke a token: requests that use it get 401 from now on."""
+    session = get_session()
+    row = revoke_token(session, token_id, by_user_id=current_user().id, channel="web")
+    session.commit()
+    flash(f"Token #{row.id} of {row.agency_id} is revoked.", "info")
+    return redirect(url_for(".index"), 303)
+
+
+@bp.post("/users")
+@login_required("official")
+def add_user():
+    """Create a staff account with a first password that the official passes on."""
+    session, form = get_session(), request.form
+    role = form.get("role", "")
+    try:
+        user = create_user(
+            session,
+            form.get("email", ""),
+            form.get("password", ""),
+            role,
+            form.get("agency") if role == "agency" else None,
+            by_user_id=current_user().id,
+            channel="web",
+        )
+    except TrackerError as exc:
+        session.rollback()
+        return _index_page(form=form, error=exc.message, status=exc.status)
+    session.commit()
+    flash(f"Account {user.email} ({user.role}) created.", "info")
+    return redirect(url_for(".index"), 303)
+
+
+@bp.post("/users/<int:user_id>/disable")
+@login_required("official")
+def disable(user_id: int):
+    """Disable an account: it cannot sign in, and its open sessions end at once."""
+    session = get_session()
+    user = disable_user(session, user_id, by_user_id=current_user().id, channel="web")
+    session.commit()
+    flash(f"Account {user.email} is disabled.", "info")
+    return redirect(url_for(".index"), 303)
+
+
+@bp.get("/audit")
+@login_required("official")
+def audit():
+    """Every accepted change, newest first, optionally for one measure and/or place."""
+    session = get_session()
+    measure_id = request.args.get("measure") or None
+    place_id = request.args.get("place") or None
+    return render_template(
+        "admin/audit.html",
+        events=audit_trail(session, measure_id=measure_id, place_id=place_id, limit=AUDIT_LIMIT),
+        measures=measure_titles(session),
+        places=list_places(session, with_geometry=False),
+        measure_id=measure_id,
+        place_id=place_id,
+        limit=AUDIT_LIMIT,
+    )

@@ -1,0 +1,131 @@
+"""Staff sign-in and sign-out, the signed-in user, and role checks for pages.
+
+The browser session (a signed cookie) holds the account id and a random per-sign-in
+nonce; each request loads the account again, so a disabled account is signed out at
+once. Signing in clears the session first, so nothing set before (a CSRF token, a
+fixated session) survives into the signed-in one.
+"""
+
+import functools
+import secrets
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask import session as web_session
+
+from tracker.auth import LoginRefused, LoginThrottle, active_user, authenticate
+from tracker.db import get_session
+from tracker.models import User
+
+bp = Blueprint("auth", __name__)
+ROLE_NAMES = {"agency": "agency staff", "official": "officials"}
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["login_throttle"] = LoginThrottle()
+    app.register_blueprint(bp)
+    app.context_processor(lambda: {"current_user": current_user()})
+
+
+def current_user() -> User | None:
+    """The signed-in, still active account of this request, or None."""
+    if "current_user" not in g:
+        g.current_user = _load_user()
+    return g.current_user
+
+
+def _load_user() -> User | None:
+    user_id, nonce = web_session.get("uid"), web_session.get("nonce")
+    if not isinstance(user_id, int) or not nonce:
+        return None
+    user = active_user(get_session(), user_id)
+    if user is None:
+        web_session.clear()  # disabled or deleted since signing in
+    return user
+
+
+def login_required(role: str | None = None):
+    """Decorate a view: anonymous visitors go to /login, other roles get 403."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(**kwargs):
+            user = current_user()
+            if user is None:
+                target = request.full_path.rstrip("?") if request.method == "GET" else None
+                return redirect(url_for("auth.login", next=target), 303)
+            if role is not None and user.role != role:
+                abort(403, f"This page is for {ROLE_NAMES[role]}.")
+            return view(**kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+def start_session(user: User) -> None:
+    """Sign `user` in: a fresh session holding only the account id and a new nonce."""
+    web_session.clear()
+    web_session["uid"] = user.id
+    web_session["nonce"] = secrets.token_urlsafe(16)
+    web_session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME
+    g.current_user = user
+
+
+@bp.get("/login")
+def login():
+    """The sign-in form."""
+    return render_template("auth/login.html", email="", next=request.args.get("next", ""))
+
+
+@bp.post("/login")
+def login_post():
+    """Check the credentials; on success start a new session and go on."""
+    session = get_session()
+    email = request.form.get("email", "")
+    try:
+        user = authenticate(
+            session,
+            email,
+            request.form.get("password", ""),
+            address=request.remote_addr or "unknown",
+            throttle=current_app.extensions["login_throttle"],
+        )
+    except LoginRefused as exc:
+        session.commit()  # the failure counts towards locking the account
+        flash(exc.message, "error")
+        page = render_template("auth/login.html", email=email, next=request.form.get("next", ""))
+        return page, exc.status
+    session.commit()
+    start_session(user)
+    flash(f"Signed in as {user.email}.", "info")
+    return redirect(_next_page(user, request.form.get("next", "")), 303)
+
+
+@bp.post("/logout")
+def logout():
+    """End the session."""
+    web_session.clear()
+    flash("Signed out.", "info")
+    return redirect(url_for("home.index"), 303)
+
+
+def _next_page(user: User, wanted: str) -> str:
+    """Where to go after signing in: the page asked for if it is on this site, else the
+    user's own page. "//host" and "/\\host" lead a browser to another site."""
+    parts = urlsplit(wanted)
+    local = wanted.startswith("/") and not wanted.startswith("//") and "\\" not in wanted
+    if local and not parts.scheme and not parts.netloc:
+        return wanted
+    return url_for("agency.index" if user.role == "agency" else "admin.index")
