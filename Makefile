@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: install  ## install, load the demo city, serve it on http://127.0.0.1:8000
+run: install  ## install, load the demo city, serve it on http://127.0.0.1:8000 with its feeds
 	$(BIN)/tracker demo
+	@# The feed scheduler runs beside the web server; Ctrl-C (or the server ending) stops both.
+	$(BIN)/tracker scheduler & scheduler=$$!; \
+	trap 'kill -TERM $$scheduler 2>/dev/null; wait $$scheduler' EXIT INT TERM; \
 	$(BIN)/tracker serve --host $(HOST) --port $(PORT)
 
 test: install  ## install, lint, run every test (SQLite and PostgreSQL)

@@ -4,7 +4,7 @@ import csv
 import io
 from typing import Any
 
-from importers import Importer, ParseError, SourceRow, register
+from importers import Fetch, Importer, ParseError, SourceRow, SourceTable, register
 
 
 @register
@@ -39,6 +39,11 @@ class CsvImporter(Importer):
         if header is None:
             raise ParseError("the file is empty: expected a header line")
         return rows
+
+    def read(self, fetch: Fetch, url: str, options: dict[str, Any]) -> SourceTable:
+        """The rows, with the header's names as columns (known even when no row follows)."""
+        body = fetch(url, None)
+        return SourceTable(self.parse(body, options), frozenset(self.header(body)))
 
     @staticmethod
     def header(body: bytes) -> list[str]:

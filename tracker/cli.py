@@ -1,5 +1,6 @@
 """The `tracker` command (CONTRACT §5)."""
 
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -99,6 +100,51 @@ def demo() -> None:
         f"Demo city ready: {counts['observations']} observation rows and {counts['works']} "
         f"works submitted ({time.perf_counter() - started:.1f} s)."
     )
+
+
+@main.command("import")
+@click.argument("feed_id", metavar="[FEED]", required=False)
+def import_feeds(feed_id: str | None) -> None:
+    """Run one feed (FEED) or every feed now; exit 1 when a run failed."""
+    from tracker.feeds import run_feeds
+
+    engine = make_engine(Settings().resolved_database_url())
+    try:
+        with _refusals():
+            runs = run_feeds(engine, [feed_id] if feed_id else None)
+    finally:
+        engine.dispose()
+    for run in runs:
+        line = f"{run.feed_id}: {run.status}, {run.rows} rows stored, {run.rejected} rejected"
+        click.echo(line + (f": {run.error}" if run.error else ""))
+    if not runs:
+        click.echo("The tree has no feeds.")
+    if any(run.status == "failed" for run in runs):
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--lease-seconds",
+    default=60,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="How long the lease outlives a silent scheduler before another takes over.",
+)
+def scheduler(lease_seconds: int) -> None:
+    """Run feeds on their schedules until SIGTERM or Ctrl-C (one scheduler at a time)."""
+    from tracker.scheduler import FeedScheduler, Timing
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # APScheduler logs every heartbeat at INFO; its warnings (missed runs) still show.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    engine = make_engine(Settings().resolved_database_url())
+    try:
+        FeedScheduler(engine, timing=Timing(lease=lease_seconds)).run_until_signalled()
+    finally:
+        engine.dispose()
 
 
 @main.command()

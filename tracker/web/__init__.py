@@ -5,11 +5,12 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from tracker import csrf
-    from tracker.web import admin, agency, auth, errors, home
+    from tracker.web import admin, agency, auth, errors, feeds, home
 
     csrf.init_app(app)
     auth.init_app(app)
     app.register_blueprint(home.bp)
     app.register_blueprint(agency.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(feeds.bp)
     errors.init_app(app)

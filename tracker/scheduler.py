@@ -1,0 +1,253 @@
+"""`tracker scheduler`: the one process that runs feeds on their schedules.
+
+It is a process of its own because a scheduler started inside gunicorn runs every job
+once per worker. Even so, two schedulers can overlap (a deploy starting the new one
+before the old one stops, two hosts), so jobs run only while this process holds the
+lease: a SchedulerLease row taken atomically and renewed by a heartbeat. A second
+scheduler polls until the lease expires, then takes over.
+
+Jobs call what `tracker import FEED` calls (tracker.feeds.run_feeds). The tree is
+followed without a restart: a sync job re-reads the Feed rows, which `tracker init`
+stores from the tree, and adds, removes or reschedules jobs to match.
+"""
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy import Engine, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from tracker.errors import TrackerError
+from tracker.feeds import city_timezone, every_interval, feed_trigger, next_due, run_feeds
+from tracker.models import Feed, FeedRun, SchedulerLease, utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "scheduler"
+JOB_PREFIX = "feed:"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How the scheduler paces itself, in seconds."""
+
+    lease: float = 60  # how long a lease lasts unless renewed
+    sync: float = 60  # how often the Feed rows are re-read
+    max_jitter: float = 120  # runs start up to this much late, so feeds due together spread
+    misfire_grace: float = 600  # a run delayed longer than this (a stalled host) is skipped
+
+    @property
+    def heartbeat(self) -> float:
+        """Renew three times a lease, so one slow renewal does not lose it."""
+        return self.lease / 3
+
+    def jitter(self, feed: Feed) -> int | None:
+        """A tenth of the feed's interval, at most max_jitter; max_jitter for cron feeds."""
+        spread = self.max_jitter
+        if feed.every:
+            spread = min(spread, every_interval(feed.every).total_seconds() / 10)
+        return int(spread) or None
+
+
+# --- the lease ------------------------------------------------------------------------
+
+
+def take_lease(engine: Engine, holder: str, seconds: float, *, now: datetime | None = None) -> bool:
+    """Take the lease, or renew it if `holder` has it; False while another holds it.
+
+    Atomic on both backends: one conditional UPDATE takes over an expired lease (or
+    renews our own), and the primary key lets only one INSERT create a missing one.
+    """
+    now = now or utcnow()
+    expires = now + timedelta(seconds=seconds)
+    with engine.begin() as connection:
+        taken = connection.execute(
+            update(SchedulerLease)
+            .where(
+                SchedulerLease.name == LEASE_NAME,
+                or_(SchedulerLease.expires_at < now, SchedulerLease.holder == holder),
+            )
+            .values(holder=holder, expires_at=expires)
+        ).rowcount
+    if taken:
+        return True
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(SchedulerLease).values(name=LEASE_NAME, holder=holder, expires_at=expires)
+            )
+    except IntegrityError:
+        return False  # the row exists: another scheduler holds the lease
+    return True
+
+
+def release_lease(engine: Engine, holder: str) -> None:
+    """Give the lease up (if `holder` has it), so a waiting scheduler takes over at once."""
+    with engine.begin() as connection:
+        connection.execute(
+            delete(SchedulerLease).where(
+                SchedulerLease.name == LEASE_NAME, SchedulerLease.holder == holder
+            )
+        )
+
+
+def lease_holder(session: Session, *, now: datetime | None = None) -> SchedulerLease | None:
+    """The lease while a scheduler holds it; None when no scheduler is running."""
+    lease = session.get(SchedulerLease, LEASE_NAME)
+    return lease if lease is not None and lease.expires_at >= (now or utcnow()) else None
+
+
+# --- the scheduler ----------------------------------------------------------------------
+
+
+class FeedScheduler:
+    """Waits for the lease, then runs feed jobs until stopped or the lease is lost."""
+
+    def __init__(self, engine: Engine, *, holder: str | None = None, timing: Timing = Timing()):
+        self.engine = engine
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.timing = timing
+        self._stop = threading.Event()
+        self._lock = threading.RLock()  # stop() may run in a signal handler inside run()
+        self._scheduler: BlockingScheduler | None = None
+        self._schedules: dict[str, tuple] = {}  # job id -> the schedule it was added with
+
+    def run(self) -> None:
+        """Serve while holding the lease, wait for it otherwise; return once stopped."""
+        log.info("scheduler %s started", self.holder)
+        while not self._stop.is_set():
+            if take_lease(self.engine, self.holder, self.timing.lease):
+                log.info("scheduler %s holds the lease", self.holder)
+                self._serve()
+            else:
+                self._stop.wait(self.timing.heartbeat)
+        release_lease(self.engine, self.holder)
+        log.info("scheduler %s stopped", self.holder)
+
+    def run_until_signalled(self) -> None:
+        """run(), stopping cleanly on SIGTERM or SIGINT (from the main thread only)."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+        self.run()
+
+    def stop(self) -> None:
+        """Stop once the running jobs finish; safe from a signal handler or another thread."""
+        self._stop.set()
+        with self._lock:
+            scheduler = self._scheduler
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=True)
+
+    def _serve(self) -> None:
+        """Run jobs until stop() or a lost lease shuts the APScheduler instance down."""
+        with Session(self.engine) as session:
+            timezone = city_timezone(session)
+        sqlite = self.engine.dialect.name == "sqlite"
+        scheduler = BlockingScheduler(
+            timezone=timezone,
+            executors={
+                # SQLite has one writer at a time: feeds wait for each other, not fail.
+                "default": ThreadPoolExecutor(1 if sqlite else 4),
+                # The heartbeat never queues behind a long feed run.
+                "control": ThreadPoolExecutor(1),
+            },
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": int(self.timing.misfire_grace),
+            },
+        )
+        now = utcnow()
+        scheduler.add_job(
+            self._heartbeat,
+            "interval",
+            seconds=self.timing.heartbeat,
+            id="heartbeat",
+            executor="control",
+        )
+        scheduler.add_job(
+            self.sync,
+            "interval",
+            seconds=self.timing.sync,
+            id="sync",
+            executor="control",
+            next_run_time=now,
+        )
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._scheduler, self._schedules = scheduler, {}
+        scheduler.start()
+        with self._lock:
+            self._scheduler = None
+
+    def sync(self) -> None:
+        """Make the feed jobs match the Feed rows: add, remove and reschedule."""
+        now = utcnow()
+        with Session(self.engine) as session:
+            timezone = city_timezone(session)
+            feeds = session.scalars(select(Feed).where(Feed.retired_at.is_(None))).all()
+            last_runs = dict(
+                session.execute(
+                    select(FeedRun.feed_id, func.max(FeedRun.started_at)).group_by(FeedRun.feed_id)
+                ).all()
+            )
+        wanted = {JOB_PREFIX + feed.id: feed for feed in feeds}
+        for job in self._scheduler.get_jobs():
+            if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
+                job.remove()
+                self._schedules.pop(job.id, None)
+                log.info("feed %s left the tree: unscheduled", job.id[len(JOB_PREFIX) :])
+        for job_id, feed in wanted.items():
+            schedule = (feed.every, feed.cron, timezone)
+            if self._schedules.get(job_id) == schedule:
+                continue
+            last = last_runs.get(feed.id)
+            # Due now if it never ran or a run was missed while no scheduler was up.
+            first = max(next_due(feed, last, timezone), now) if last else now
+            self._scheduler.add_job(
+                self._run_feed,
+                feed_trigger(feed, timezone, self.timing.jitter(feed)),
+                args=[feed.id],
+                id=job_id,
+                name=f"feed {feed.id}",
+                replace_existing=True,
+                next_run_time=first,
+            )
+            self._schedules[job_id] = schedule
+            log.info("feed %s scheduled (%s), next run %s", feed.id, schedule[:2], first)
+
+    def _run_feed(self, feed_id: str) -> None:
+        """A feed job: `tracker import FEED`, if this process still holds the lease."""
+        # Renewing here, not only in the heartbeat, closes the gap in which another
+        # scheduler could have taken an expired lease over.
+        if not take_lease(self.engine, self.holder, self.timing.lease):
+            self._lost_lease()
+            return
+        try:
+            run_feeds(self.engine, [feed_id])
+        except TrackerError as exc:  # the feed left the tree since the last sync
+            log.warning("feed %s: %s", feed_id, exc.message)
+
+    def _heartbeat(self) -> None:
+        """Renew the lease; shut down when it is lost or stop() came before start()."""
+        if self._stop.is_set():
+            self._scheduler.shutdown(wait=False)
+        elif not take_lease(self.engine, self.holder, self.timing.lease):
+            self._lost_lease()
+
+    def _lost_lease(self) -> None:
+        """Another scheduler took over: stop running jobs and go back to waiting."""
+        log.warning("scheduler %s lost the lease; waiting again", self.holder)
+        scheduler = self._scheduler
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
