@@ -20,13 +20,14 @@ import hashlib
 import json
 import math
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlmodel import Session
 
 from tracker.errors import TrackerError
@@ -482,6 +483,8 @@ def _store(
     session: Session, rows: list[CleanRow], outcome: Outcome, *, dry_run: bool, batch: Batch
 ) -> None:
     """Insert new observations, revise changed ones, leave equal ones; all in bulk."""
+    if not dry_run:
+        _lock_agency_writes(session, batch.agency_id)
     existing = _existing(session, rows)
     new_rows: list[CleanRow] = []
     changed: list[tuple[CleanRow, int, int]] = []  # row, observation id, next revision
@@ -565,6 +568,31 @@ def _store(
             update(Node).where(Node.id.in_(touched)).values(data_version=Node.data_version + 1)
         )
     session.flush()
+
+
+def _lock_agency_writes(session: Session, agency_id: str) -> None:
+    """Hold the agency's write lock from here to the end of the transaction.
+
+    Taken before a batch reads the rows it is about to change. Without it, two batches of
+    one agency sent at once both read "no such observation" (or work) and both insert it
+    (a unique-constraint 500), both read revision n and both store n + 1 (a revision lost
+    from the count), and on PostgreSQL update the same rows in different orders
+    (deadlock). Agencies never write each other's rows, so on PostgreSQL their batches
+    still run side by side: a transaction-level advisory lock per agency, released at
+    commit or rollback. SQLite has one writer at a time anyway: BEGIN IMMEDIATE takes
+    its write lock now, waiting out the busy timeout, instead of at the first write after
+    the reads; a transaction that has written already holds it.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        key = zlib.crc32(f"tracker:agency-writes:{agency_id}".encode())
+        session.execute(text("SELECT pg_advisory_xact_lock(CAST(:key AS bigint))"), {"key": key})
+    elif connection.dialect.name == "sqlite" and not _sqlite_in_transaction(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_in_transaction(connection) -> bool:
+    return connection.connection.dbapi_connection.in_transaction
 
 
 def _existing(session: Session, rows: list[CleanRow]) -> dict[tuple, tuple[int, float | None, int]]:
@@ -840,6 +868,8 @@ def _store_works(
 
     from tracker.places import share_by_place
 
+    if not dry_run:
+        _lock_agency_writes(session, agency_id)
     existing = {
         w.ref: w
         for w in session.scalars(
