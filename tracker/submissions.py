@@ -505,10 +505,11 @@ def _store(
         return
     now = _record_batch(session, batch, outcome)
 
-    revisions: list[dict[str, Any]] = []
+    # Plain executemany, no RETURNING: the revision rows are copied from the observations
+    # this batch wrote in one INSERT … SELECT below, so no ids travel through Python.
     if new_rows:
-        ids = session.scalars(
-            insert(Observation).returning(Observation.id, sort_by_parameter_order=True),
+        session.execute(
+            insert(Observation.__table__),
             [
                 {
                     "measure_id": r.measure_id,
@@ -523,18 +524,7 @@ def _store(
                 }
                 for r in new_rows
             ],
-        ).all()
-        revisions += [
-            {
-                "observation_id": i,
-                "revision": 1,
-                "value": r.value,
-                "batch_id": batch.id,
-                "received_at": now,
-                "note": r.note,
-            }
-            for i, r in zip(ids, new_rows, strict=True)
-        ]
+        )
     if changed:
         session.execute(
             update(Observation),
@@ -550,19 +540,15 @@ def _store(
                 for r, obs_id, rev in changed
             ],
         )
-        revisions += [
-            {
-                "observation_id": obs_id,
-                "revision": rev,
-                "value": r.value,
-                "batch_id": batch.id,
-                "received_at": now,
-                "note": r.note,
-            }
-            for r, obs_id, rev in changed
-        ]
-    if revisions:
-        session.execute(insert(ObservationRevision), revisions)
+    if new_rows or changed:
+        obs = Observation
+        copied = (obs.id, obs.revisions, obs.value, obs.batch_id, obs.received_at, obs.note)
+        session.execute(
+            insert(ObservationRevision).from_select(
+                ["observation_id", "revision", "value", "batch_id", "received_at", "note"],
+                select(*copied).where(obs.batch_id == batch.id),
+            )
+        )
         touched = sorted({r.measure_id for r in new_rows} | {r.measure_id for r, _, _ in changed})
         session.execute(
             update(Node).where(Node.id.in_(touched)).values(data_version=Node.data_version + 1)
