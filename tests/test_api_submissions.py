@@ -506,7 +506,7 @@ def test_an_update_keeps_the_status_history_and_audit(client, tokens, loaded):
         (work(planned_end="2013-12-31"), "planned_end", "before planned_start"),
         (work(status="complete"), "actual_end", "needs actual_end"),
         (work(status="planned", actual_end="2014-02-01"), "actual_end", "cannot have"),
-        (work(measure="homes-repaired"), "measure", "derived from works"),
+        (work(measure="wellbeing-score"), "measure", "derived from works"),
         (work(measure=..., quantity=2), "quantity", "needs a measure"),
         (work(quantity=-1), "quantity", "negative"),
         (work(colour="red"), "colour", "unknown field"),
@@ -521,10 +521,13 @@ def test_a_bad_work_refuses_the_batch(client, tokens, stored, bad, field, words)
     assert stored() == before
 
 
-def test_another_agencys_works_measure_is_403(client, tokens, stored):
+@pytest.mark.parametrize("measure", ["pipes-relaid", "wellbeing-score"])
+def test_a_work_naming_another_agencys_measure_is_403(client, tokens, stored, measure):
+    """Derived from works or not, another agency's measure is refused as theirs."""
     before = stored()
-    answer = post_works(client, tokens["eqc"], [work()])
+    answer = post_works(client, tokens["eqc"], [work(measure=measure)])
     assert answer.status_code == 403
+    assert "council" in answer.get_json()["errors"][0]["message"]
     assert stored() == before
 
 

@@ -404,3 +404,11 @@ def test_revoking_records_an_audit_event(db):
     revoke_token(db, token_id)  # once revoked, nothing more happens
     actions = db.exec(select(AuditEvent.action).order_by(AuditEvent.id)).all()
     assert actions == ["token.issue", "token.revoke"]
+
+
+def test_a_token_label_over_the_limit_is_refused_and_nothing_stored(db):
+    with pytest.raises(TrackerError, match="longer than 200"):
+        issue_token(db, "eqc", "x" * 201)
+    db.rollback()
+    assert db.scalars(select(ApiToken)).all() == []
+    assert issue_token(db, "eqc", "x" * 200).startswith("rt_")

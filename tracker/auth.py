@@ -21,6 +21,7 @@ from tracker.errors import NotFound, TrackerError
 from tracker.models import Agency, ApiToken, AuditEvent, User, utcnow
 
 TOKEN_PREFIX = "rt_"
+LABEL_MAX = 200  # ApiToken.label
 ROLES = ("agency", "official")
 PASSWORD_MIN = 12
 PASSWORD_MAX = 1024  # hashing cost does not grow with length, but there is no need for more
@@ -48,6 +49,8 @@ def issue_token(
     agency = session.get(Agency, agency_id)
     if agency is None or agency.retired_at is not None:
         raise NotFound(f"no agency {agency_id!r}")
+    if len(label) > LABEL_MAX:
+        raise TrackerError(f"the label is longer than {LABEL_MAX} characters")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(agency_id=agency_id, token_hash=hash_token(token), label=label)
     session.add(row)

@@ -670,6 +670,7 @@ def submit_works(
     if replay is not None:
         return replay
     numbers = list(row_numbers) if row_numbers is not None else list(range(len(rows)))
+    owners = _measure_agencies(session)
     measures = _works_measures(session)
     extent = city_extent(session)
     errors: list[RowError] = list(input_errors)
@@ -678,8 +679,9 @@ def submit_works(
     seen: dict[str, int] = {}
     for number, raw in zip(numbers, rows, strict=True):
         measure_id = _text(raw, "measure")
-        if measure_id in measures and measures[measure_id] != agency_id:
-            foreign.append(_foreign_measure(number, measure_id, measures[measure_id], agency_id))
+        # Any measure of another agency is a 403, derived from works or not (CONTRACT §4).
+        if measure_id in owners and owners[measure_id] != agency_id:
+            foreign.append(_foreign_measure(number, measure_id, owners[measure_id], agency_id))
             continue
         work, row_errors = _validate_work(session, number, raw, measures, extent, resolve_street)
         if row_errors:
@@ -714,12 +716,17 @@ def submit_works(
 
 def _works_measures(session: Session) -> dict[str, str | None]:
     """Agency of each live `source: works` measure."""
+    return _measure_agencies(session, Node.source == "works")
+
+
+def _measure_agencies(session: Session, *conditions) -> dict[str, str | None]:
+    """Agency (its output's) of each live measure meeting `conditions`."""
     output = Node.__table__.alias("output_node")
     return dict(
         session.execute(
             select(Node.id, output.c.agency_id)
             .join(output, output.c.id == Node.parent_id)
-            .where(Node.kind == "measure", Node.source == "works", Node.retired_at.is_(None))
+            .where(Node.kind == "measure", Node.retired_at.is_(None), *conditions)
         ).all()
     )
 
