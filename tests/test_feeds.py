@@ -648,3 +648,73 @@ def test_the_demo_feeds_run_against_the_christchurch_tree(settings):
         }
     finally:
         engine.dispose()
+
+
+def test_a_changed_mapping_forgets_the_validators_so_the_source_is_read_again(engine, tmp_path):
+    """Re-loading the tree keeps the ETag unless what a run reads changed."""
+    import shutil
+
+    from tracker.tree import load_tree, store_tree
+
+    source = Path(__file__).parent / "fixtures" / "tiny_city"
+    shutil.copytree(source, tmp_path / "city")
+    text = (source / "tree.yaml").read_text(encoding="utf-8")
+    feed = (
+        "    feeds:\n"
+        "      - id: eqc-repairs\n"
+        "        url: https://example.org/repairs.csv\n"
+        "        format: csv\n"
+        "        every: {every}\n"
+        "        measure: homes-repaired\n"
+        "        place_match: name\n"
+        "        fields: {{place: {place}, date: as_at, value: completed}}\n"
+    )
+    agency = "    name: Earthquake Commission\n"
+    assert agency in text
+
+    def store(every="6h", place="suburb"):
+        path = tmp_path / "city" / "tree.yaml"
+        path.write_text(text.replace(agency, agency + feed.format(every=every, place=place)))
+        with Session(engine) as session:
+            store_tree(session, load_tree(path))
+            session.commit()
+
+    def remember(etag):
+        with Session(engine) as session:
+            session.get(Feed, "eqc-repairs").etag = etag
+            session.commit()
+
+    store()
+    remember('"v1"')
+    store()
+    assert feed_row(engine).etag == '"v1"'
+    store(every="1h")  # when it runs, not what it reads
+    assert feed_row(engine).etag == '"v1"'
+    store(every="1h", place="area_unit")
+    assert feed_row(engine).etag is None
+
+
+def test_a_rejected_row_under_a_very_long_source_column_name_is_kept(engine, server):
+    long_name = "age_" + "x" * 150
+    body = (
+        f"suburb,as_at,completed,{long_name}\nopawa,2014-03-31,10,65+\nst albans,2014-03-31,20,\n"
+    ).encode()
+    server.add("/repairs.csv", Answer(body=body))
+    feed_id = add_feed(
+        engine, server.url("/repairs.csv"), fields=MAPPED | {f"dim.{long_name}": long_name}
+    )
+    run = run_feed(engine, feed_id)
+    assert (run.status, run.rows, run.rejected) == ("ok", 1, 1)  # not failed as a whole
+    with Session(engine) as session:
+        fields = session.scalars(select(FeedRejection.field)).all()
+    assert fields and all(len(f) <= 100 for f in fields)
+
+
+def test_public_errors_never_show_credentials_or_query_keys(engine, server):
+    server.add("/repairs.csv", Answer(404, b"gone"))
+    secret = server.url("/repairs.csv").replace("http://", "http://agent:hunter2@")
+    feed_id = add_feed(engine, secret + "?apikey=s3cr3t")
+    run = run_feed(engine, feed_id)
+    assert run.status == "failed" and "HTTP 404" in run.error
+    assert "/repairs.csv" in run.error
+    assert not any(word in run.error for word in ("hunter2", "agent", "s3cr3t", "apikey"))

@@ -165,7 +165,8 @@ def test_a_scheduler_process_stops_cleanly_and_a_waiting_one_takes_over_from_a_d
         first.wait(5)
         assert wait_for(lambda: f":{second.pid}:" in (holder(engine) or ""), 15)
         second.send_signal(signal.SIGTERM)
-        assert second.wait(10) == 0
+        # Usually under 2 s; once took over 10 s on this 2-core machine under full load.
+        assert second.wait(30) == 0
         assert "stopped" in second.stderr.read()
         assert holder(engine) is None
         assert run_counts(engine) == {"feed-a": 1}

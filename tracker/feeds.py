@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import requests
@@ -50,6 +51,7 @@ BACKOFF_SECONDS = 0.5  # wait before the second try, doubled before each later o
 MAX_RESPONSE_BYTES = 50 * 1024 * 1024  # per answer (per page for paged formats)
 CHUNK_BYTES = 16 * 1024
 REJECTIONS_KEPT = 1000  # reasons stored per run; the run's `rejected` count is exact
+FIELD_NAME_KEPT = 100  # FeedRejection.field holds this much of a (source-named) field
 INTERRUPTED_AFTER = timedelta(hours=1)  # a run still "running" this long died with its process
 USER_AGENT = f"rebuild-tracker/{__version__} (feed reader)"
 DEFAULT_TIMEZONE = "Pacific/Auckland"
@@ -228,7 +230,11 @@ def _store(
     raw = {source.number: source.fields for source in table.rows}
     session.add_all(
         FeedRejection(
-            run_id=run.id, row=e.row, field=e.field, message=e.message, raw=raw.get(e.row)
+            run_id=run.id,
+            row=e.row,
+            field=e.field[:FIELD_NAME_KEPT] if e.field else e.field,  # a source names it
+            message=e.message,
+            raw=raw.get(e.row),
         )
         for e in errors[:REJECTIONS_KEPT]
     )
@@ -305,6 +311,7 @@ class Fetcher:
     def _get(self, url: str, params: dict | None, headers: dict, first: bool) -> bytes:
         """One try; _Retry for failures worth another."""
         timeout = self.feed.timeout
+        shown = public_url(url)
         started = time.monotonic()
         try:
             with self.http.get(
@@ -314,27 +321,27 @@ class Fetcher:
                 if answer.status_code == 304 and first:
                     raise Unchanged
                 if answer.status_code >= 500:
-                    raise _Retry(f"HTTP {answer.status_code} {answer.reason} from {url}")
+                    raise _Retry(f"HTTP {answer.status_code} {answer.reason} from {shown}")
                 if answer.status_code != 200:
-                    raise FeedError(f"HTTP {answer.status_code} {answer.reason} from {url}")
+                    raise FeedError(f"HTTP {answer.status_code} {answer.reason} from {shown}")
                 body = self._body(answer, started)
                 if first:
                     self.etag = answer.headers.get("ETag")
                     self.last_modified = answer.headers.get("Last-Modified")
                 return body
         except requests.ConnectTimeout:
-            raise _Retry(f"could not connect to {url} within {timeout:g} s") from None
+            raise _Retry(f"could not connect to {shown} within {timeout:g} s") from None
         except requests.Timeout:
-            raise FeedError(f"no answer from {url} within {timeout:g} s") from None
+            raise FeedError(f"no answer from {shown} within {timeout:g} s") from None
         except requests.ConnectionError as exc:
             # requests reports a read timeout in the middle of a body as a ConnectionError.
             if "timed out" in str(exc):
-                raise FeedError(f"no answer from {url} within {timeout:g} s") from None
-            raise _Retry(f"could not connect to {url}") from None
+                raise FeedError(f"no answer from {shown} within {timeout:g} s") from None
+            raise _Retry(f"could not connect to {shown}") from None
         except requests.exceptions.ChunkedEncodingError:
-            raise _Retry(f"the connection to {url} broke before the whole answer came") from None
+            raise _Retry(f"the connection to {shown} broke before the whole answer came") from None
         except requests.RequestException as exc:
-            raise FeedError(f"could not fetch {url}: {exc}") from None
+            raise FeedError(f"could not fetch {shown}: {type(exc).__name__}") from None
 
     def _body(self, answer: requests.Response, started: float) -> bytes:
         """The whole body, within the size limit and the feed's timeout."""
@@ -365,11 +372,20 @@ class Fetcher:
             body = path.read_bytes()
         except OSError as exc:
             self.status = 404
-            raise FeedError(f"cannot read {path}: {exc.strerror}") from None
+            raise FeedError(f"cannot read {path.name}: {exc.strerror}") from None
         self.status = 200
         if first:
             self.etag = etag
         return body
+
+
+def public_url(url: str) -> str:
+    """`url` fit for a public error message: no user, password or query (they may hold keys)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _too_large(size: int) -> str:

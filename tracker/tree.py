@@ -1048,6 +1048,10 @@ def _store_dimensions(session: Session, tree: Tree) -> None:
         session.delete(row)
 
 
+# Feed settings that change when it runs, not what a run reads.
+_SCHEDULING = {"every", "cron", "timeout", "retired_at"}
+
+
 def _store_feeds(session: Session, tree: Tree, now: datetime) -> None:
     """Upsert feeds, keeping their conditional-GET state; retire dropped feeds."""
     rows = {row.id: row for row in session.exec(select(Feed))}
@@ -1070,9 +1074,11 @@ def _store_feeds(session: Session, tree: Tree, now: datetime) -> None:
         if row is None:
             session.add(Feed(id=feed.id, **values))
             continue
-        if row.url != feed.url:
-            # The old ETag belongs to the old address; sending it to the new one could
-            # earn a wrong 304.
+        reading = {k: v for k, v in values.items() if k not in _SCHEDULING}
+        if any(getattr(row, key) != value for key, value in reading.items()):
+            # A new address or a new way of reading the rows (mapping, measure, places,
+            # options): the source must be read again even if it has not changed, so
+            # forget its validators rather than earn a 304 that keeps the old result.
             row.etag = row.last_modified = None
         _assign(row, values)
     for row in rows.values():
