@@ -1245,7 +1245,11 @@ def utc_iso(moment: datetime) -> str:
 
 
 def timeliness(
-    session: Session, *, agency_id: str, today: date | None = None
+    session: Session,
+    *,
+    agency_id: str,
+    today: date | None = None,
+    cache: RollupCache | None = None,
 ) -> list[dict[str, Any]]:
     """Per measure of the agency: reports expected, received, and received on time.
 
@@ -1257,7 +1261,7 @@ def timeliness(
     """
     if session.get(Agency, agency_id) is None:
         raise NotFound(f"unknown agency {agency_id!r}")
-    tree = load_tree(session)
+    tree = load_tree(session, cache)
     today = today or tree.today()
     answer = []
     for node in _agency_measures(tree, agency_id):

@@ -90,4 +90,4 @@ def get_explain(query: ExplainQuery):
 )
 def get_timeliness(query: TimelinessQuery):
     """Per measure of an agency: reports expected since start, received, and on time."""
-    return timeliness(get_session(), agency_id=query.agency)
+    return timeliness(get_session(), agency_id=query.agency, cache=app_cache(current_app))

@@ -3,12 +3,12 @@
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, render_template
 
 from tracker.db import get_session
 from tracker.feeds import agency_names, city_timezone, feed_health, run_rejections
 from tracker.models import utcnow
-from tracker.rollup import timeliness
+from tracker.rollup import app_cache, timeliness
 from tracker.scheduler import lease_holder
 from tracker.submissions import has_demo_data
 
@@ -23,6 +23,7 @@ def index():
     session = get_session()
     now = utcnow()
     health = feed_health(session, now=now)
+    cache = app_cache(current_app)  # one tree for every agency, and none rebuilt if unchanged
     zone = ZoneInfo(city_timezone(session))
     names = agency_names(session, {feed.agency for feed in health})
     agencies = [
@@ -30,7 +31,7 @@ def index():
             "id": agency_id,
             "name": name,
             "feeds": [feed for feed in health if feed.agency == agency_id],
-            "timeliness": timeliness(session, agency_id=agency_id),
+            "timeliness": timeliness(session, agency_id=agency_id, cache=cache),
         }
         for agency_id, name in names.items()
     ]
