@@ -27,14 +27,18 @@ IN_PARK = {"type": "Point", "coordinates": [172.615, -43.525]}
 
 
 @pytest.fixture
-def city(database_url, tmp_path):
-    settings = Settings(
+def settings(database_url, tmp_path):
+    return Settings(
         database_url=database_url,
         tree=TREE,
         instance_path=tmp_path / "instance",
         secret_key="test-secret",
         _env_file=None,
     )
+
+
+@pytest.fixture
+def city(settings):
     engine, _ = initialise(settings)
     with Session(engine, expire_on_commit=False) as session:
         yield session
@@ -161,15 +165,8 @@ def test_works_derived_measures_fall_due_for_nobody(city):
     assert timeliness(city, agency_id="council", today=DAY) == []
 
 
-def test_the_explain_route_serves_the_works_trail(database_url, tmp_path, city):
+def test_the_explain_route_serves_the_works_trail(settings, city):
     send(city, work("w1", ACROSS, "pipe-km", quantity=1.3))
-    settings = Settings(
-        database_url=database_url,
-        tree=TREE,
-        instance_path=tmp_path / "instance",
-        secret_key="test-secret",
-        _env_file=None,
-    )
     app = create_app(settings)
     answer = app.test_client().get("/api/v1/explain?node=pipe-km&place=opawa&date=2014-06-30")
     app.extensions["engine"].dispose()
