@@ -98,6 +98,8 @@ class User(SQLModel, table=True):
     failed_logins: int = 0
     locked_until: datetime | None = None
     disabled_at: datetime | None = None
+    # Kept in each browser session at sign-in; bumped at sign-out, which ends them all.
+    session_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 # --- the results tree -----------------------------------------------------------------

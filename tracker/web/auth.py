@@ -1,13 +1,13 @@
 """Staff sign-in and sign-out, the signed-in user, and role checks for pages.
 
-The browser session (a signed cookie) holds the account id and a random per-sign-in
-nonce; each request loads the account again, so a disabled account is signed out at
-once. Signing in clears the session first, so nothing set before (a CSRF token, a
-fixated session) survives into the signed-in one.
+The browser session (a signed cookie) holds the account id and the account's session
+version. Each request loads the account again, so a disabled account is signed out at
+once; signing out bumps the version, so a copy of the cookie stops working too.
+Signing in clears the session first, so nothing set before (a CSRF token, a fixated
+session) survives into the signed-in one.
 """
 
 import functools
-import secrets
 from urllib.parse import urlsplit
 
 from flask import (
@@ -23,6 +23,7 @@ from flask import (
     url_for,
 )
 from flask import session as web_session
+from sqlalchemy import update
 
 from tracker.auth import LoginRefused, LoginThrottle, active_user, authenticate
 from tracker.db import get_session
@@ -46,12 +47,13 @@ def current_user() -> User | None:
 
 
 def _load_user() -> User | None:
-    user_id, nonce = web_session.get("uid"), web_session.get("nonce")
-    if not isinstance(user_id, int) or not nonce:
+    user_id, version = web_session.get("uid"), web_session.get("ver")
+    if not isinstance(user_id, int) or not isinstance(version, int):
         return None
     user = active_user(get_session(), user_id)
-    if user is None:
-        web_session.clear()  # disabled or deleted since signing in
+    if user is None or user.session_version != version:
+        web_session.clear()  # disabled, deleted or signed out since signing in
+        return None
     return user
 
 
@@ -75,10 +77,10 @@ def login_required(role: str | None = None):
 
 
 def start_session(user: User) -> None:
-    """Sign `user` in: a fresh session holding only the account id and a new nonce."""
+    """Sign `user` in: a fresh session holding only the account id and session version."""
     web_session.clear()
     web_session["uid"] = user.id
-    web_session["nonce"] = secrets.token_urlsafe(16)
+    web_session["ver"] = user.session_version
     web_session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME
     g.current_user = user
 
@@ -115,7 +117,14 @@ def login_post():
 
 @bp.post("/logout")
 def logout():
-    """End the session."""
+    """End the session, and every other session of the account (copies of the cookie)."""
+    user = current_user()
+    if user is not None:
+        session = get_session()
+        session.execute(
+            update(User).where(User.id == user.id).values(session_version=User.session_version + 1)
+        )
+        session.commit()
     web_session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("home.index"), 303)
