@@ -618,3 +618,30 @@ def test_each_agency_writes_its_own_measures_and_works_and_no_one_elses(
             if answer.status_code != 201:
                 assert stored() == before, (agency, measure)
     assert seen == expected
+
+
+def test_a_write_that_waits_too_long_for_sqlites_lock_is_503_and_stores_nothing(
+    app, client, tokens, stored, database_url, monkeypatch
+):
+    """A long feed run holds SQLite's one write lock; a writer that times out may retry."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL writers wait on row locks, not on one database lock")
+    import sqlite3
+
+    from tracker import db
+
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    app.extensions["engine"].dispose()  # new connections take the short timeout
+    before = stored()
+    holder = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        answer = post(client, tokens["eqc"], [row()])
+    finally:
+        holder.rollback()
+        holder.close()
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert "nothing was stored" in answer.get_json()["error"]
+    assert stored() == before
+    assert post(client, tokens["eqc"], [row()]).status_code == 201  # the retry goes through
