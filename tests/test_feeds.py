@@ -718,3 +718,34 @@ def test_public_errors_never_show_credentials_or_query_keys(engine, server):
     assert run.status == "failed" and "HTTP 404" in run.error
     assert "/repairs.csv" in run.error
     assert not any(word in run.error for word in ("hunter2", "agent", "s3cr3t", "apikey"))
+
+
+@pytest.mark.parametrize(
+    ("limit", "value", "message"),
+    [("MAX_RUN_BYTES", 5_000, "bytes in 3 answers"), ("MAX_RUN_SECONDS", 0, "took over")],
+)
+def test_a_source_that_never_stops_paging_is_cut_off_and_stores_nothing(
+    engine, server, monkeypatch, limit, value, message
+):
+    def page(query: dict) -> Answer:  # always "more", forever
+        return Answer(body=esri_page(int(query["resultOffset"]), 10, True))
+
+    server.pages("/layer/query", page)
+    monkeypatch.setattr(feeds, limit, value)
+    feed_id = add_feed(
+        engine,
+        server.url("/layer"),
+        id="council-works",
+        agency_id="council",
+        format="arcgis",
+        provides="works",
+        measure_id=None,
+        place_match="id",
+        fields={"id": "OBJECTID", "title": "Title", "status": "Status"},
+        options={"page_size": 10},
+    )
+    before = stored(engine)
+    run = run_feed(engine, feed_id)
+    assert run.status == "failed" and message in run.error, run.error
+    assert len(server.requests) <= 3
+    assert stored(engine) == before

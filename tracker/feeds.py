@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 3  # tries per request when the connection fails or the server answers 5xx
 BACKOFF_SECONDS = 0.5  # wait before the second try, doubled before each later one
 MAX_RESPONSE_BYTES = 50 * 1024 * 1024  # per answer (per page for paged formats)
+# A paged source that never stops saying "more" must not fill memory or hold a run (and,
+# on SQLite, the scheduler's one feed thread) for hours: a budget for the whole run.
+MAX_RUN_BYTES = 500 * 1024 * 1024
+MAX_RUN_SECONDS = 20 * 60  # well inside INTERRUPTED_AFTER
 CHUNK_BYTES = 16 * 1024
 REJECTIONS_KEPT = 1000  # reasons stored per run; the run's `rejected` count is exact
 FIELD_NAME_KEPT = 100  # FeedRejection.field holds this much of a (source-named) field
@@ -277,6 +281,8 @@ class Fetcher:
     def __init__(self, feed: Feed):
         self.feed = feed
         self.requests = 0
+        self.bytes = 0
+        self.started = time.monotonic()
         self.status: int | None = None
         self.etag: str | None = None
         self.last_modified: str | None = None
@@ -287,6 +293,22 @@ class Fetcher:
         """The body at `url` with query `params`; Unchanged or FeedError otherwise."""
         first = self.requests == 0
         self.requests += 1
+        body = self._fetch(url, params, first)
+        self.bytes += len(body)
+        if self.bytes > MAX_RUN_BYTES:
+            raise FeedError(
+                f"the source sent over {MAX_RUN_BYTES:,} bytes in {self.requests} answers; "
+                "stopped reading"
+            )
+        if time.monotonic() - self.started > MAX_RUN_SECONDS:
+            raise FeedError(
+                f"reading the source took over {MAX_RUN_SECONDS // 60} minutes "
+                f"({self.requests} answers); stopped reading"
+            )
+        return body
+
+    def _fetch(self, url: str, params: dict[str, Any] | None, first: bool) -> bytes:
+        """One answer, with retries; Unchanged or FeedError otherwise."""
         if url.startswith("file:"):
             return self._read_file(Path(url[5:]), first)
         headers = {}
