@@ -749,3 +749,15 @@ def test_a_source_that_never_stops_paging_is_cut_off_and_stores_nothing(
     assert run.status == "failed" and message in run.error, run.error
     assert len(server.requests) <= 3
     assert stored(engine) == before
+
+
+def test_a_feed_already_running_elsewhere_is_not_read_twice(engine, server):
+    server.add("/repairs.csv", Answer(body=CSV))
+    feed_id = add_feed(engine, server.url("/repairs.csv"))
+    with Session(engine) as session:
+        session.add(FeedRun(feed_id=feed_id, started_at=datetime.now(UTC) - timedelta(minutes=5)))
+        session.commit()
+    before = stored(engine)
+    run = run_feed(engine, feed_id)
+    assert run.status == "failed" and "another run of this feed" in run.error
+    assert server.requests == [] and stored(engine) == before

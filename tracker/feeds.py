@@ -106,14 +106,23 @@ def run_feed(sessions: SessionSource, feed_id: str, *, now: datetime | None = No
     open_session = _session_factory(sessions)
     now = now or utcnow()
     with open_session() as session:
-        feed = _live_feed(session, feed_id)
+        feed = _live_feed(session, feed_id, lock=True)
         timezone = city_timezone(session)
         _close_interrupted(session, feed_id, now)
+        under_way = _running_since(session, feed_id)
         run = FeedRun(feed_id=feed_id, started_at=now)
+        if under_way is not None:
+            # `tracker import` beside the scheduler, or a scheduler that lost its lease
+            # mid-run: reading the source twice at once would only repeat the work.
+            run.status, run.finished_at = "failed", now
+            run.error = f"another run of this feed has been under way since {under_way:%H:%M} UTC"
         session.add(run)
         session.expunge(feed)  # read after the commit, whatever the session's expiry rule
         session.commit()
         run_id = run.id
+    if under_way is not None:
+        log.info("feed %s: skipped, another run is under way", feed_id)
+        return run
     today = now.astimezone(ZoneInfo(timezone)).date()
     fetcher = Fetcher(feed)
     try:
@@ -164,9 +173,13 @@ def _session_factory(sessions: SessionSource) -> Callable[[], Session]:
     return sessions
 
 
-def _live_feed(session: Session, feed_id: str) -> Feed:
-    """The feed, or NotFound when the tree has no such feed (now)."""
-    feed = session.get(Feed, feed_id)
+def _live_feed(session: Session, feed_id: str, *, lock: bool = False) -> Feed:
+    """The feed, or NotFound when the tree has no such feed (now).
+
+    `lock` holds its row (PostgreSQL) until the transaction ends, so two processes
+    starting the same feed at once see each other's run.
+    """
+    feed = session.get(Feed, feed_id, with_for_update=lock)
     if feed is None or feed.retired_at is not None:
         raise NotFound(f"no feed {feed_id!r} in the tree")
     return feed
@@ -176,6 +189,15 @@ def city_timezone(session: Session) -> str:
     """The city's timezone (CONTRACT §2), which schedules and report dates follow."""
     timezone = session.scalar(select(Place.timezone).where(Place.level == "city"))
     return timezone or DEFAULT_TIMEZONE
+
+
+def _running_since(session: Session, feed_id: str) -> datetime | None:
+    """When the feed's run still under way started, or None."""
+    return session.scalar(
+        select(func.min(FeedRun.started_at)).where(
+            FeedRun.feed_id == feed_id, FeedRun.status == "running"
+        )
+    )
 
 
 def _close_interrupted(session: Session, feed_id: str, now: datetime) -> None:
