@@ -66,6 +66,15 @@ def test_officials_see_each_change_with_old_and_new(client, people):
     assert changes[0]["entity"] == "homes-repaired/opawa/2014-03-31"
 
 
+def test_the_old_value_is_found_even_when_its_revision_is_beyond_the_limit(client, people):
+    for value in (10, 12, 15):
+        submit(client, people["token"], value)
+    sign_in(client, people["official"])
+    query = "/api/v1/audit?measure=homes-repaired&place=opawa&limit=1"
+    (change,) = client.get(query, base_url=HTTPS).get_json()
+    assert (change["old"], change["new"]) == ({"value": 12.0}, {"value": 15.0})
+
+
 def test_the_trail_includes_token_and_work_events(client, people):
     sign_in(client, people["official"])
     changes = client.get("/api/v1/audit", base_url=HTTPS).get_json()

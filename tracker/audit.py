@@ -8,7 +8,7 @@ changes to works, tokens and accounts are AuditEvent rows.
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select, union_all
+from sqlalchemy import literal, select, tuple_, union_all
 from sqlmodel import Session
 
 from tracker.models import AuditEvent, Batch, Observation, ObservationRevision, User
@@ -31,20 +31,37 @@ def audit_trail(
         .order_by(both.c.at.desc(), both.c.sort_id.desc())
         .limit(limit)
     ).all()
+    olds = _previous_values(session, rows)
     # JSON columns stay out of the UNION (PostgreSQL cannot compare json); read them after.
     event_ids = [row.event_id for row in rows if row.event_id is not None]
     events = {
         event.id: event
         for event in session.scalars(select(AuditEvent).where(AuditEvent.id.in_(event_ids)))
     }
-    return [_entry(row, events) for row in rows]
+    return [_entry(row, events, olds) for row in rows]
+
+
+def _previous_values(session: Session, rows) -> dict[tuple[int, int], float | None]:
+    """The value before each listed revision, read for those rows only (not a window over
+    every revision ever sent)."""
+    wanted = {
+        (row.observation_id, row.revision - 1)
+        for row in rows
+        if row.kind == "observation" and row.revision > 1
+    }
+    if not wanted:
+        return {}
+    rev = ObservationRevision
+    found = session.execute(
+        select(rev.observation_id, rev.revision, rev.value).where(
+            tuple_(rev.observation_id, rev.revision).in_(sorted(wanted))
+        )
+    )
+    return {(observation, revision + 1): value for observation, revision, value in found}
 
 
 def _revision_changes(measure_id: str | None, place_id: str | None):
-    """Observation revisions as changes; `old` is the revision before (LAG over revisions)."""
-    previous = func.lag(ObservationRevision.value).over(
-        partition_by=ObservationRevision.observation_id, order_by=ObservationRevision.revision
-    )
+    """Observation revisions as changes; the value before is read after the limit."""
     query = (
         select(
             ObservationRevision.received_at.label("at"),
@@ -61,7 +78,7 @@ def _revision_changes(measure_id: str | None, place_id: str | None):
             Observation.place_id.label("place_id"),
             Observation.date.label("date"),
             Observation.dims_key.label("dims_key"),
-            previous.label("old_value"),
+            ObservationRevision.observation_id.label("observation_id"),
             ObservationRevision.value.label("new_value"),
             literal(None).label("event_id"),
         )
@@ -91,7 +108,7 @@ def _events(measure_id: str | None, place_id: str | None):
         AuditEvent.place_id.label("place_id"),
         literal(None).label("date"),
         literal(None).label("dims_key"),
-        literal(None).label("old_value"),
+        literal(None).label("observation_id"),
         literal(None).label("new_value"),
         AuditEvent.id.label("event_id"),
     )
@@ -102,7 +119,7 @@ def _events(measure_id: str | None, place_id: str | None):
     return query
 
 
-def _entry(row, events: dict[int, AuditEvent]) -> dict[str, Any]:
+def _entry(row, events: dict[int, AuditEvent], olds: dict[tuple[int, int], Any]) -> dict[str, Any]:
     """One change in the shape the API and the admin page show."""
     entry = {
         "at": row.at,
@@ -121,7 +138,9 @@ def _entry(row, events: dict[int, AuditEvent]) -> dict[str, Any]:
             "action": "observation.create" if row.revision == 1 else "observation.revise",
             "entity": f"{row.measure_id}/{row.place_id}/{_iso(day)}"
             + (f"/{row.dims_key}" if row.dims_key else ""),
-            "old": None if row.revision == 1 else {"value": row.old_value},
+            "old": None
+            if row.revision == 1
+            else {"value": olds.get((row.observation_id, row.revision))},
             "new": {"value": row.new_value},
         }
     event = events[row.event_id]
