@@ -184,3 +184,11 @@ def test_the_lease_row_is_a_single_row_named_scheduler(engine):
     with Session(engine) as session:
         rows = session.scalars(select(SchedulerLease)).all()
     assert [(row.name, row.holder) for row in rows] == [("scheduler", "a")]
+
+
+def test_the_feeds_page_says_a_scheduler_runs_without_naming_its_host(engine, client):
+    assert "No scheduler is running" in client.get("/feeds").get_data(as_text=True)
+    assert take_lease(engine, "ops-host-7.internal:4242:ab12", 60)
+    page = client.get("/feeds").get_data(as_text=True)
+    assert "The scheduler is running." in page
+    assert "ops-host-7" not in page and "4242" not in page
