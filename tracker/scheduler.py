@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -116,9 +116,16 @@ class FeedScheduler:
         self.engine = engine
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.timing = timing
-        self._stop = threading.Event()
-        self._lock = threading.RLock()  # stop() may run in a signal handler inside run()
-        self._scheduler: BlockingScheduler | None = None
+        self._stop = threading.Event()  # stop() was called
+        self._lost = threading.Event()  # the lease went to another scheduler
+        self._wake = threading.Event()  # either happened: _serve() looks again
+        # APScheduler's shutdown(wait=True) holds its job-store lock while it waits for
+        # running jobs, so a sync job still calling get_jobs()/add_job() then would wait
+        # for shutdown and shutdown for it. _serve() sets _closing and waits for a running
+        # sync before shutting down; a sync starting after that does nothing.
+        self._closing = threading.Event()
+        self._sync_lock = threading.Lock()
+        self._scheduler: BackgroundScheduler | None = None
         self._schedules: dict[str, tuple] = {}  # job id -> the schedule it was added with
 
     def run(self) -> None:
@@ -140,19 +147,20 @@ class FeedScheduler:
         self.run()
 
     def stop(self) -> None:
-        """Stop once the running jobs finish; safe from a signal handler or another thread."""
+        """Ask run() to return once the running jobs finish.
+
+        Only sets events, so it is safe in a signal handler: the thread in _serve() owns
+        the APScheduler instance and shuts it down itself.
+        """
         self._stop.set()
-        with self._lock:
-            scheduler = self._scheduler
-        if scheduler is not None and scheduler.running:
-            scheduler.shutdown(wait=True)
+        self._wake.set()
 
     def _serve(self) -> None:
-        """Run jobs until stop() or a lost lease shuts the APScheduler instance down."""
+        """Run jobs until stop() or a lost lease; then shut them down, waiting for each."""
         with Session(self.engine) as session:
             timezone = city_timezone(session)
         sqlite = self.engine.dialect.name == "sqlite"
-        scheduler = BlockingScheduler(
+        scheduler = BackgroundScheduler(
             timezone=timezone,
             executors={
                 # SQLite has one writer at a time: feeds wait for each other, not fail.
@@ -166,7 +174,9 @@ class FeedScheduler:
                 "misfire_grace_time": int(self.timing.misfire_grace),
             },
         )
-        now = utcnow()
+        self._scheduler, self._schedules = scheduler, {}
+        self._lost.clear()
+        self._closing.clear()
         scheduler.add_job(
             self._heartbeat,
             "interval",
@@ -175,23 +185,26 @@ class FeedScheduler:
             executor="control",
         )
         scheduler.add_job(
-            self.sync,
-            "interval",
-            seconds=self.timing.sync,
-            id="sync",
-            executor="control",
-            next_run_time=now,
-        )
-        with self._lock:
-            if self._stop.is_set():
-                return
-            self._scheduler, self._schedules = scheduler, {}
+            self.sync, "interval", seconds=self.timing.sync, id="sync", executor="control",
+            next_run_time=utcnow(),
+        )  # fmt: skip
         scheduler.start()
-        with self._lock:
-            self._scheduler = None
+        while not (self._stop.is_set() or self._lost.is_set()):
+            self._wake.wait()
+            self._wake.clear()
+        self._closing.set()
+        with self._sync_lock:
+            pass  # a sync under way has finished
+        scheduler.shutdown(wait=True)
+        self._scheduler = None
 
     def sync(self) -> None:
         """Make the feed jobs match the Feed rows: add, remove and reschedule."""
+        with self._sync_lock:
+            if not self._closing.is_set():
+                self._sync()
+
+    def _sync(self) -> None:
         now = utcnow()
         with Session(self.engine) as session:
             timezone = city_timezone(session)
@@ -239,15 +252,12 @@ class FeedScheduler:
             log.warning("feed %s: %s", feed_id, exc.message)
 
     def _heartbeat(self) -> None:
-        """Renew the lease; shut down when it is lost or stop() came before start()."""
-        if self._stop.is_set():
-            self._scheduler.shutdown(wait=False)
-        elif not take_lease(self.engine, self.holder, self.timing.lease):
+        """Renew the lease; wake _serve() when it is lost."""
+        if not take_lease(self.engine, self.holder, self.timing.lease):
             self._lost_lease()
 
     def _lost_lease(self) -> None:
         """Another scheduler took over: stop running jobs and go back to waiting."""
         log.warning("scheduler %s lost the lease; waiting again", self.holder)
-        scheduler = self._scheduler
-        if scheduler is not None and scheduler.running:
-            scheduler.shutdown(wait=False)
+        self._lost.set()
+        self._wake.set()
