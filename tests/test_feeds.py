@@ -70,6 +70,12 @@ def add_feed(engine, url: str, **values) -> str:
     return feed["id"]
 
 
+def add_works_feed(engine, url: str, **values) -> str:
+    """A council feed that provides works (matched by place id), as add_feed stores it."""
+    works = {"id": "council-works", "agency_id": "council", "provides": "works"}
+    return add_feed(engine, url, **works, measure_id=None, place_match="id", **values)
+
+
 def stored(engine) -> dict:
     """Everything a run may write, to compare before and after."""
     with Session(engine) as session:
@@ -332,15 +338,10 @@ def test_a_geojson_works_feed_upserts_works(engine, server):
          "properties": {"name": "Done", "state": "finished"}},
     ]  # fmt: skip
     server.add("/works.geojson", Answer(body=geojson_works(*features)))
-    feed_id = add_feed(
+    feed_id = add_works_feed(
         engine,
         server.url("/works.geojson"),
-        id="council-works",
-        agency_id="council",
         format="geojson",
-        provides="works",
-        measure_id=None,
-        place_match="id",
         fields={"title": "name", "status": "state", "actual_start": "start"},
     )
     run = run_feed(engine, feed_id)
@@ -365,14 +366,9 @@ def test_a_csv_works_feed_reads_lon_lat_and_wkt(engine, server):
         b"p-3,Nowhere,planned,,,NOT WKT\n"
     )
     server.add("/works.csv", Answer(body=body))
-    feed_id = add_feed(
+    feed_id = add_works_feed(
         engine,
         server.url("/works.csv"),
-        id="council-works",
-        agency_id="council",
-        provides="works",
-        measure_id=None,
-        place_match="id",
         fields={},
     )
     run = run_feed(engine, feed_id)
@@ -416,15 +412,10 @@ def test_an_arcgis_feed_pages_until_the_transfer_limit_is_not_exceeded(engine, s
         return Answer(body=esri_page(offset, min(size, total - offset), offset + size < total))
 
     server.pages("/arcgis/rest/services/Works/FeatureServer/0/query", page)
-    feed_id = add_feed(
+    feed_id = add_works_feed(
         engine,
         server.url("/arcgis/rest/services/Works/FeatureServer/0"),
-        id="council-works",
-        agency_id="council",
         format="arcgis",
-        provides="works",
-        measure_id=None,
-        place_match="id",
         fields={"id": "OBJECTID", "title": "Title", "status": "Status",
                 "actual_end": "Finished", "actual_start": "Started"},
         options={"page_size": 3},
@@ -732,15 +723,10 @@ def test_a_source_that_never_stops_paging_is_cut_off_and_stores_nothing(
 
     server.pages("/layer/query", page)
     monkeypatch.setattr(feeds, limit, value)
-    feed_id = add_feed(
+    feed_id = add_works_feed(
         engine,
         server.url("/layer"),
-        id="council-works",
-        agency_id="council",
         format="arcgis",
-        provides="works",
-        measure_id=None,
-        place_match="id",
         fields={"id": "OBJECTID", "title": "Title", "status": "Status"},
         options={"page_size": 10},
     )
