@@ -501,34 +501,38 @@ def _query_cells(
     return cells, totals
 
 
-def _works_completed(measure_ids: list[str], on: date):
-    """(measure, place, day, amount) of works completed by `on`, summed per day (CONTRACT §6).
+def _counted_works(measure_ids: list[str], on: date):
+    """One row per (completed work, neighbourhood it counts in), with what it adds there
+    (CONTRACT §6): the one place the rule is written, for the figures and their trail.
 
     A work with a quantity adds it split by its shares of length or area; one without adds
     1 to the neighbourhood holding its largest share.
     """
-    done = and_(
-        Work.measure_id.in_(measure_ids),
-        Work.status == "complete",
-        Work.actual_end <= on,
+    amount = case(
+        (Work.quantity.is_not(None), Work.quantity * WorkPlace.share), else_=literal(1.0, Float)
     )
-    quantities = (
+    return (
         select(
             Work.measure_id,
             WorkPlace.place_id,
             Work.actual_end.label("day"),
-            (Work.quantity * WorkPlace.share).label("amount"),
+            WorkPlace.share,
+            amount.label("amount"),
+            Work.id.label("work_id"),
         )
         .join(WorkPlace, WorkPlace.work_id == Work.id)
-        .where(done, Work.quantity.is_not(None))
+        .where(
+            Work.measure_id.in_(measure_ids),
+            Work.status == "complete",
+            Work.actual_end <= on,
+            or_(Work.quantity.is_not(None), WorkPlace.place_id == Work.main_place_id),
+        )
     )
-    counts = select(
-        Work.measure_id,
-        Work.main_place_id.label("place_id"),
-        Work.actual_end.label("day"),
-        literal(1.0, Float).label("amount"),
-    ).where(done, Work.quantity.is_(None), Work.main_place_id.is_not(None))
-    parts = union_all(quantities, counts).subquery("completed")
+
+
+def _works_completed(measure_ids: list[str], on: date):
+    """(measure, place, day, amount) of completed works, summed per day."""
+    parts = _counted_works(measure_ids, on).subquery("counted")
     return (
         select(parts.c.measure_id, parts.c.place_id, parts.c.day, func.sum(parts.c.amount))
         .group_by(parts.c.measure_id, parts.c.place_id, parts.c.day)
@@ -1197,26 +1201,16 @@ def _works_behind(
     session: Session, measure: MeasureDef, leaves: list[str], on: date
 ) -> dict[str, list[dict[str, Any]]]:
     """The completed works a works-derived measure's values rest on (CONTRACT §6)."""
+    counted = _counted_works([measure.id], on).subquery("counted")
     query = (
-        select(Work, WorkPlace.place_id, WorkPlace.share, Batch.channel, Batch.feed_run_id)
-        .join(WorkPlace, WorkPlace.work_id == Work.id)
+        select(Work, counted.c.place_id, counted.c.share, counted.c.amount, Batch)
+        .join(counted, counted.c.work_id == Work.id)
         .join(Batch, Batch.id == Work.batch_id)
-        .where(
-            Work.measure_id == measure.id,
-            Work.status == "complete",
-            Work.actual_end <= on,
-            WorkPlace.place_id.in_(leaves),
-        )
-        .order_by(WorkPlace.place_id, Work.actual_end, Work.agency_id, Work.ref)
+        .where(counted.c.place_id.in_(leaves))
+        .order_by(counted.c.place_id, Work.actual_end, Work.agency_id, Work.ref)
     )
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for work, place_id, share, channel, run in session.execute(query):
-        if work.quantity is not None:
-            amount = work.quantity * share
-        elif place_id == work.main_place_id:
-            amount = 1.0
-        else:
-            continue  # a counted work counts once, where most of it lies
+    for work, place_id, share, amount, batch in session.execute(query):
         found[place_id].append(
             {
                 "id": f"{work.agency_id}/{work.ref}",
@@ -1226,8 +1220,8 @@ def _works_behind(
                 "share": share,
                 "amount": amount,
                 "agency": work.agency_id,
-                "channel": channel,
-                "feed_run": run,
+                "channel": batch.channel,
+                "feed_run": batch.feed_run_id,
                 "received": utc_iso(work.updated_at),
             }
         )
