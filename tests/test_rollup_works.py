@@ -161,8 +161,13 @@ def test_series_is_the_running_total_of_completions(city):
     assert points[0]["expected"] == pytest.approx(2 * (59 / 364))
 
 
-def test_works_derived_measures_fall_due_for_nobody(city):
-    assert timeliness(city, agency_id="council", today=DAY) == []
+def test_works_derived_measures_are_listed_with_nothing_due(city):
+    send(city, work("a", IN_OPAWA, "pump-stations"))
+    rows = timeliness(city, agency_id="council", today=DAY)
+    assert [r["measure"] for r in rows] == ["pipe-km", "pump-stations"]
+    assert all(
+        (r["periods"], r["expected"], r["received"], r["on_time"]) == (0, 0, 0, 0) for r in rows
+    )
 
 
 def test_the_explain_route_serves_the_works_trail(settings, city):

@@ -1260,10 +1260,9 @@ def timeliness(
     answer = []
     for node in _agency_measures(tree, agency_id):
         measure = tree.measures[node.id]
-        if measure.from_works:
-            continue  # derived from works, never reported: nothing falls due
         first, last = _expected_periods(measure, today)
-        periods = max(last - first + 1, 0)
+        # A measure derived from works is never reported: listed, but nothing falls due.
+        periods = 0 if measure.from_works else max(last - first + 1, 0)
         received, on_time = (0, 0)
         if periods and measure.places:
             received, on_time = _reports(session, measure, first, last)
