@@ -14,11 +14,10 @@ batches of 10,000 rows (ten weeks each). In the same run, on each backend:
   PostgreSQL, into
   - plain: a table with the observation table's columns, primary key, unique
     (measure, place, dims, date) key and (measure, date), (batch) indexes, no foreign
-    keys. This is the baseline of the target (API ≥ 1/3 of raw);
-  - plain+rev: that, plus the one revision row per observation the tracker also keeps
-    (a plain copy of observationrevision with its indexes), ids assigned by the client;
-  - app: the app's own observation and observationrevision tables in a migrated
-    database, foreign keys and all (the database-side floor of the tracker's schema);
+    keys: exactly what the tracker writes for a new value (one row; the script checks
+    the shape against the Observation model). The baseline of the target (API ≥ 1/3);
+  - keys: the same table with foreign keys to node, place and batch, as the
+    observation table had before migration 0004: what those keys cost;
 - API json / API csv: the app under gunicorn (`gunicorn -w 2 wsgi:app`, as in
   production) on 127.0.0.1, each format on a fresh database, 10 POSTs with requests;
   the wall time of the 10 requests (bodies built beforehand; a few dry-run requests
@@ -66,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 from tracker import create_app  # noqa: E402
 from tracker.auth import issue_token  # noqa: E402
 from tracker.cli import initialise  # noqa: E402
-from tracker.db import make_engine, session_scope  # noqa: E402
+from tracker.db import session_scope  # noqa: E402
 from tracker.models import Observation, ObservationRevision  # noqa: E402
 from tracker.rollup import RollupCache, load_tree, rollup  # noqa: E402
 from tracker.settings import Settings  # noqa: E402
@@ -206,38 +205,37 @@ def fresh_database(backend: str, folder: Path, label: str, server: str) -> Itera
         admin.dispose()
 
 
-RAW_TABLES = {
-    "sqlite": """
+RAW_TABLE = """
 CREATE TABLE raw_observation (
-    id INTEGER NOT NULL PRIMARY KEY,
-    measure_id VARCHAR(100) NOT NULL, place_id VARCHAR(100) NOT NULL, date DATE NOT NULL,
-    dims_key VARCHAR(200) NOT NULL, value FLOAT, revisions INTEGER NOT NULL,
-    batch_id INTEGER NOT NULL, received_at DATETIME NOT NULL, note VARCHAR(1000),
+    id {serial} PRIMARY KEY,
+    measure_id VARCHAR(100) NOT NULL {measure_key}, place_id VARCHAR(100) NOT NULL {place_key},
+    date DATE NOT NULL, dims_key VARCHAR(200) NOT NULL, value {float}, revisions INTEGER NOT NULL,
+    batch_id INTEGER NOT NULL {batch_key}, received_at {time} NOT NULL,
+    first_received_at {time} NOT NULL, note VARCHAR(1000),
     CONSTRAINT uq_raw_observation UNIQUE (measure_id, place_id, dims_key, date));
-CREATE TABLE raw_revision (
-    id INTEGER NOT NULL PRIMARY KEY, observation_id INTEGER NOT NULL,
-    revision INTEGER NOT NULL, value FLOAT, batch_id INTEGER NOT NULL,
-    received_at DATETIME NOT NULL, note VARCHAR(1000))""",
-    "postgresql": """
-CREATE TABLE raw_observation (
-    id SERIAL PRIMARY KEY,
-    measure_id VARCHAR(100) NOT NULL, place_id VARCHAR(100) NOT NULL, date DATE NOT NULL,
-    dims_key VARCHAR(200) NOT NULL, value DOUBLE PRECISION, revisions INTEGER NOT NULL,
-    batch_id INTEGER NOT NULL, received_at TIMESTAMP WITH TIME ZONE NOT NULL,
-    note VARCHAR(1000),
-    CONSTRAINT uq_raw_observation UNIQUE (measure_id, place_id, dims_key, date));
-CREATE TABLE raw_revision (
-    id SERIAL PRIMARY KEY, observation_id INTEGER NOT NULL,
-    revision INTEGER NOT NULL, value DOUBLE PRECISION, batch_id INTEGER NOT NULL,
-    received_at TIMESTAMP WITH TIME ZONE NOT NULL, note VARCHAR(1000))""",
-}
-RAW_INDEXES = """
 CREATE INDEX ix_raw_observation_batch_id ON raw_observation (batch_id);
-CREATE INDEX ix_raw_observation_measure_date ON raw_observation (measure_id, date);
-CREATE INDEX ix_raw_revision_batch_id ON raw_revision (batch_id);
-CREATE INDEX ix_raw_revision_observation_id ON raw_revision (observation_id)"""
-OBS_COLUMNS = "measure_id, place_id, date, dims_key, value, revisions, batch_id, received_at, note"
-REV_COLUMNS = "id, observation_id, revision, value, batch_id, received_at, note"
+CREATE INDEX ix_raw_observation_measure_date ON raw_observation (measure_id, date)"""
+TYPES = {
+    "sqlite": {"serial": "INTEGER NOT NULL", "float": "FLOAT", "time": "DATETIME"},
+    "postgresql": {
+        "serial": "SERIAL",
+        "float": "DOUBLE PRECISION",
+        "time": "TIMESTAMP WITH TIME ZONE",
+    },
+}
+KEYS = {
+    "measure_key": "REFERENCES node (id)",
+    "place_key": "REFERENCES place (id)",
+    "batch_key": "REFERENCES batch (id)",
+}
+OBS_COLUMNS = (
+    "measure_id, place_id, date, dims_key, value, revisions, batch_id, received_at,"
+    " first_received_at, note"
+)
+RAW_KINDS = {
+    "plain": "plain observation table (the baseline)",
+    "keys": "the same + foreign keys to node, place, batch",
+}
 
 
 def index_shape(engine: Engine, table: str) -> set[tuple[bool, tuple[str, ...]]]:
@@ -263,91 +261,57 @@ def model_shape(model) -> set[tuple[bool, tuple[str, ...]]]:
 
 
 def check_raw_schema(engine: Engine) -> None:
-    """The raw tables carry exactly the app tables' keys and indexes."""
-    for model, raw_table in ((Observation, "raw_observation"),
-                             (ObservationRevision, "raw_revision")):  # fmt: skip
-        app, raw = model_shape(model), index_shape(engine, raw_table)
-        assert app == raw, (raw_table, app, raw)
-
-
-RAW_KINDS = {
-    "plain": "plain observation table",
-    "plain+rev": "plain observation + revision tables",
-    "app": "the app's own tables (foreign keys on)",
-}
+    """The raw table carries exactly the observation table's columns, keys and indexes."""
+    app, raw = model_shape(Observation), index_shape(engine, "raw_observation")
+    assert app == raw, (app, raw)
+    columns = {c["name"] for c in inspect(engine).get_columns("raw_observation")}
+    assert columns == set(Observation.__table__.columns.keys()), columns
 
 
 def raw_ingest(engine: Engine, batches: list[list[Row]], kind: str) -> float:
-    """Seconds of the raw insert of every batch, one transaction per batch.
-
-    plain: raw_observation, ids from the table; plain+rev: raw_observation and one
-    raw_revision row per observation, ids assigned here; app: the same into a migrated
-    database's observation and observationrevision tables, with their foreign keys
-    (measure, place, batch; observation, batch) checked, one Batch row made per batch
-    beforehand (untimed).
-    """
+    """Seconds of the raw insert of every batch into raw_observation, one transaction per
+    batch, in a migrated database with the city loaded (so that the foreign keys of
+    `keys` have rows to point at; a Batch row per batch is made beforehand, untimed)."""
     dbapi = engine.raw_connection()
     connection = dbapi.driver_connection
     postgres = engine.dialect.name == "postgresql"
     cursor = connection.cursor()
-    if kind == "app":
-        tables = ("observation", "observationrevision")
-        cursor.executemany(
-            "INSERT INTO batch (id, agency_id, channel, received_at, accepted, revised, "
-            "unchanged) VALUES (%s, %s, 'api', now(), 0, 0, 0)"
-            if postgres
-            else "INSERT INTO batch (id, agency_id, channel, received_at, accepted, revised, "
-            "unchanged) VALUES (?, ?, 'api', datetime('now'), 0, 0, 0)",
-            [(number, AGENCY) for number in range(1, len(batches) + 1)],
-        )
-    else:
-        tables = ("raw_observation", "raw_revision")
-        for statement in (RAW_TABLES[engine.dialect.name] + ";" + RAW_INDEXES).split(";"):
-            cursor.execute(statement)
+    cursor.executemany(
+        "INSERT INTO batch (id, agency_id, channel, received_at, accepted, revised, "
+        "unchanged) VALUES (%s, %s, 'api', now(), 0, 0, 0)"
+        if postgres
+        else "INSERT INTO batch (id, agency_id, channel, received_at, accepted, revised, "
+        "unchanged) VALUES (?, ?, 'api', datetime('now'), 0, 0, 0)",
+        [(number, AGENCY) for number in range(1, len(batches) + 1)],
+    )
+    keys = KEYS if kind == "keys" else dict.fromkeys(KEYS, "")
+    for statement in RAW_TABLE.format(**TYPES[engine.dialect.name], **keys).split(";"):
+        cursor.execute(statement)
     connection.commit()
-    if kind != "app":
-        check_raw_schema(engine)
+    check_raw_schema(engine)
 
-    revisions = kind != "plain"
-    columns = f"id, {OBS_COLUMNS}" if revisions else OBS_COLUMNS
-    seconds, next_id = 0.0, 1
+    seconds = 0.0
     for number, batch in enumerate(batches, start=1):
         now = datetime.now(UTC)
         # SQLite stores what SQLAlchemy would: ISO text for the date and the time.
         received = now if postgres else now.strftime("%Y-%m-%d %H:%M:%S.%f")
         observations = [
-            (m, p, d if postgres else d.isoformat(), "", v, 1, number, received, None)
+            (m, p, d if postgres else d.isoformat(), "", v, 1, number, received, received, None)
             for m, p, d, v in batch
         ]
-        history = []
-        if revisions:
-            ids = range(next_id, next_id + len(batch))
-            next_id += len(batch)
-            observations = [(i, *row) for i, row in zip(ids, observations, strict=True)]
-            history = [
-                (i, i, 1, row[3], number, received, None) for i, row in zip(ids, batch, strict=True)
-            ]
         started = time.perf_counter()
         if postgres:
-            with cursor.copy(f"COPY {tables[0]} ({columns}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY raw_observation ({OBS_COLUMNS}) FROM STDIN") as copy:
                 for row in observations:
                     copy.write_row(row)
-            if revisions:
-                with cursor.copy(f"COPY {tables[1]} ({REV_COLUMNS}) FROM STDIN") as copy:
-                    for row in history:
-                        copy.write_row(row)
         else:
             marks = ", ".join("?" * len(observations[0]))
-            cursor.executemany(f"INSERT INTO {tables[0]} ({columns}) VALUES ({marks})",
-                               observations)  # fmt: skip
-            if revisions:
-                cursor.executemany(
-                    f"INSERT INTO {tables[1]} ({REV_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    history,
-                )
+            cursor.executemany(
+                f"INSERT INTO raw_observation ({OBS_COLUMNS}) VALUES ({marks})", observations
+            )
         connection.commit()
         seconds += time.perf_counter() - started
-    cursor.execute(f"SELECT count(*) FROM {tables[0]}")
+    cursor.execute("SELECT count(*) FROM raw_observation")
     assert cursor.fetchone()[0] == sum(len(b) for b in batches)
     cursor.close()
     dbapi.close()
@@ -445,8 +409,8 @@ def api_ingest(
                 assert answer["revised"] == answer["unchanged"] == 0, answer
             with Session(engine) as session:
                 stored = session.scalar(select(func.count()).select_from(Observation))
-                history = session.scalar(select(func.count()).select_from(ObservationRevision))
-            assert stored == history == sum(map(len, batches)), (stored, history)
+                replaced = session.scalar(select(func.count()).select_from(ObservationRevision))
+            assert (stored, replaced) == (sum(map(len, batches)), 0)
             figures["request_s"] = times
             figures.update(after_write(engine, base, token, args.cycles))
     finally:
@@ -544,10 +508,7 @@ def bench(backend: str, args, folder: Path, batches, tree_path: Path) -> None:
     for _ in range(args.repeat):
         for kind in RAW_KINDS:
             with run(f"raw-{kind}") as url:
-                if kind == "app":
-                    _settings, engine, _token = prepare(url, tree_path, folder)
-                else:
-                    engine = make_engine(url)
+                _settings, engine, _token = prepare(url, tree_path, folder)
                 try:
                     raw[kind].append(raw_ingest(engine, batches, kind))
                 finally:

@@ -15,43 +15,58 @@ class CsvImporter(Importer):
     format = "csv"
 
     def parse(self, body: bytes, options: dict[str, Any] | None = None) -> list[SourceRow]:
-        text = decode_text(body)
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-        header: list[str] | None = None
-        rows: list[SourceRow] = []
-        start = 1
-        try:
-            for record in reader:
-                line, start = start, reader.line_num + 1
-                if not record or record == [""]:
-                    continue  # a blank line still counts in the line numbers
-                if header is None:
-                    header = [name.strip() for name in record]
-                    _check_header(header)
-                    continue
-                fields = dict(zip(header, record, strict=False))
-                row = SourceRow(number=line, fields=fields)
-                if len(record) != len(header):
-                    row.problem = f"has {len(record)} fields where the header has {len(header)}"
-                rows.append(row)
-        except csv.Error as exc:
-            raise ParseError(f"line {reader.line_num}: not valid CSV ({exc})") from None
-        if header is None:
-            raise ParseError("the file is empty: expected a header line")
-        return rows
+        return _source_rows(*read_records(body))
 
     def read(self, fetch: Fetch, url: str, options: dict[str, Any]) -> SourceTable:
         """The rows, with the header's names as columns (known even when no row follows)."""
-        body = fetch(url, None)
-        return SourceTable(self.parse(body, options), frozenset(self.header(body)))
+        header, records = read_records(fetch(url, None))
+        return SourceTable(_source_rows(header, records), frozenset(header))
 
-    @staticmethod
-    def header(body: bytes) -> list[str]:
-        """The header's column names (for checking required columns before the rows)."""
-        for record in csv.reader(io.StringIO(decode_text(body), newline="")):
-            if record and record != [""]:
-                return [name.strip() for name in record]
+
+def read_records(body: bytes) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header's column names, and each record after it with the line it starts on.
+
+    Blank lines are skipped but counted. ParseError for a body that is not UTF-8 or not
+    CSV, has no header, or whose header has an empty or repeated name. Agencies' CSV
+    uploads read their records from here too, without building a SourceRow each.
+    """
+    reader = csv.reader(io.StringIO(decode_text(body), newline=""), strict=True)
+    header: list[str] | None = None
+    records: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for record in reader:
+            line, start = start, reader.line_num + 1
+            if not record or record == [""]:
+                continue  # a blank line still counts in the line numbers
+            if header is None:
+                header = [name.strip() for name in record]
+                _check_header(header)
+            else:
+                records.append((line, record))
+    except csv.Error as exc:
+        raise ParseError(f"line {reader.line_num}: not valid CSV ({exc})") from None
+    if header is None:
         raise ParseError("the file is empty: expected a header line")
+    return header, records
+
+
+def record_problem(header: list[str], record: list[str]) -> str | None:
+    """What is wrong with a record's shape, if anything."""
+    if len(record) == len(header):
+        return None
+    return f"has {len(record)} fields where the header has {len(header)}"
+
+
+def _source_rows(header: list[str], records: list[tuple[int, list[str]]]) -> list[SourceRow]:
+    return [
+        SourceRow(
+            number=line,
+            fields=dict(zip(header, record, strict=False)),
+            problem=record_problem(header, record),
+        )
+        for line, record in records
+    ]
 
 
 def decode_text(body: bytes) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import orphans
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
@@ -119,6 +120,7 @@ def loaded(settings):
 
     engine, tree = initialise(settings)
     yield engine, tree
+    assert orphans(engine) == [], "rows left pointing at nothing"
     engine.dispose()
 
 

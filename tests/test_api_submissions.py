@@ -4,6 +4,7 @@ import json
 from datetime import date, timedelta
 
 import pytest
+from helpers import revision_history
 from sqlalchemy import func, select
 from sqlmodel import Session
 
@@ -84,7 +85,9 @@ def test_a_batch_is_stored_and_counted(client, tokens, stored):
     assert stored()["Observation"] == 2
 
 
-def test_a_changed_value_is_a_revision_and_the_same_value_is_a_no_op(client, tokens, stored):
+def test_a_changed_value_is_a_revision_and_the_same_value_is_a_no_op(
+    client, tokens, stored, loaded
+):
     post(client, tokens["eqc"], [row(value=10)])
     revised = post(client, tokens["eqc"], [row(value=11), row(place="st-albans", value=1)])
     assert revised.get_json() | {"batch": 0} == {
@@ -97,7 +100,11 @@ def test_a_changed_value_is_a_revision_and_the_same_value_is_a_no_op(client, tok
     assert same.get_json()["unchanged"] == 1 and same.get_json()["revised"] == 0
     counts = stored()
     assert counts["Observation"] == 2
-    assert counts["ObservationRevision"] == 3  # 10, 11 at opawa; 1 at st-albans
+    assert counts["ObservationRevision"] == 1  # the 10 that 11 replaced
+    assert revision_history(loaded[0]) == {
+        ("homes-repaired", "opawa", "2014-03-31", ""): [(1, 10), (2, 11)],
+        ("homes-repaired", "st-albans", "2014-03-31", ""): [(1, 1)],
+    }
 
 
 def test_null_retracts_the_current_value_as_a_revision(client, tokens, loaded):
@@ -151,6 +158,8 @@ TOMORROW = (date.today() + timedelta(days=2)).isoformat()
         (row(value="twelve"), "value", "must be a number"),
         (row(value=True), "value", "boolean"),
         (row(value=[1]), "value", "must be a number"),
+        (row(value=10**400), "value", "finite"),
+        (row(value="1e400"), "value", "finite"),
         (row(value=...), "value", "required"),
         (row(colour="red"), "colour", "unknown field"),
         (row(dims={"age": "65+"}), "dim.age", "has no dimension"),

@@ -70,3 +70,79 @@ def test_sqlite_planner_seeks_each_series_before_any_analyze(tmp_path):
     reads = [step for step in plan if step.startswith("SEARCH observation ")]
     assert reads and all("sqlite_autoindex_observation_1" in step for step in reads), plan
     engine.dispose()
+
+
+def _alembic(engine, verb: str, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from tracker.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, verb)(config, revision)
+
+
+def test_migration_0004_keeps_every_revision_and_the_first_arrival(engine):
+    """Down to 0003 (a revision row for every value), rows in, up again: the current value
+    moves into the observation row alone, the replaced ones stay, and back down again."""
+    _alembic(engine, "downgrade", "0003")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO place (id, name, level, search_key, geometry, display_geometry,"
+                " label_lon, label_lat, min_lon, min_lat, max_lon, max_lat)"
+                " VALUES ('p', 'P', 'neighbourhood', 'p', '{}', '{}', 0, 0, 0, 0, 0, 0)"
+            )
+        )
+        connection.execute(text("INSERT INTO agency (id, name) VALUES ('a', 'A')"))
+        connection.execute(
+            text("INSERT INTO node (id, kind, position, title, weight, data_version)"
+                 " VALUES ('m', 'measure', 0, 'M', 1, 0)")
+        )  # fmt: skip
+        for batch, day in ((1, "2026-01-01"), (2, "2026-02-01")):
+            connection.execute(
+                text(
+                    "INSERT INTO batch (id, agency_id, channel, received_at, accepted, revised,"
+                    f" unchanged) VALUES ({batch}, 'a', 'api', '{day} 00:00:00', 1, 0, 0)"
+                )
+            )
+        # Observation 1 was sent twice (10, then 11); observation 2 once.
+        for obs, day, value, revisions, batch in ((1, "2025-12-31", 11, 2, 2),
+                                                  (2, "2025-11-30", 5, 1, 1)):  # fmt: skip
+            connection.execute(
+                text(
+                    "INSERT INTO observation (id, measure_id, place_id, date, dims_key, value,"
+                    f" revisions, batch_id, received_at) VALUES ({obs}, 'm', 'p', '{day}', '',"
+                    f" {value}, {revisions}, {batch}, '2026-0{batch}-01 00:00:00')"
+                )
+            )
+        for obs, revision, value, batch in ((1, 1, 10, 1), (2, 1, 5, 1), (1, 2, 11, 2)):
+            connection.execute(
+                text(
+                    "INSERT INTO observationrevision (observation_id, revision, value,"
+                    f" batch_id, received_at) VALUES ({obs}, {revision}, {value},"
+                    f" {batch}, '2026-0{batch}-01 00:00:00')"
+                )
+            )
+    _alembic(engine, "upgrade", "head")
+    with engine.connect() as connection:
+        kept = connection.execute(
+            text("SELECT observation_id, revision, value FROM observationrevision")
+        ).all()
+        first = connection.execute(
+            text("SELECT id, first_received_at FROM observation ORDER BY id")
+        ).all()
+    assert [tuple(row) for row in kept] == [(1, 1, 10)]
+    assert [(obs, str(at)[:10]) for obs, at in first] == [(1, "2026-01-01"), (2, "2026-01-01")]
+
+    _alembic(engine, "downgrade", "0003")
+    with engine.connect() as connection:
+        every = connection.execute(
+            text("SELECT observation_id, revision, value FROM observationrevision"
+                 " ORDER BY observation_id, revision")
+        ).all()  # fmt: skip
+    assert [tuple(row) for row in every] == [(1, 1, 10), (1, 2, 11), (2, 1, 5)]
+    _alembic(engine, "upgrade", "head")

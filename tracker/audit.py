@@ -11,7 +11,14 @@ from typing import Any
 from sqlalchemy import literal, select, tuple_, union_all
 from sqlmodel import Session
 
-from tracker.models import AuditEvent, Batch, Observation, ObservationRevision, User
+from tracker.models import (
+    AuditEvent,
+    Batch,
+    Observation,
+    ObservationRevision,
+    User,
+    every_revision,
+)
 
 
 def audit_trail(
@@ -43,7 +50,7 @@ def audit_trail(
 
 def _previous_values(session: Session, rows) -> dict[tuple[int, int], float | None]:
     """The value before each listed revision, read for those rows only (not a window over
-    every revision ever sent)."""
+    every revision ever sent). A value that was replaced is always in ObservationRevision."""
     wanted = {
         (row.observation_id, row.revision - 1)
         for row in rows
@@ -62,10 +69,11 @@ def _previous_values(session: Session, rows) -> dict[tuple[int, int], float | No
 
 def _revision_changes(measure_id: str | None, place_id: str | None):
     """Observation revisions as changes; the value before is read after the limit."""
+    revisions = every_revision()
     query = (
         select(
-            ObservationRevision.received_at.label("at"),
-            ObservationRevision.id.label("sort_id"),
+            revisions.c.received_at.label("at"),
+            revisions.c.observation_id.label("sort_id"),
             Batch.agency_id.label("agency_id"),
             Batch.channel.label("channel"),
             Batch.token_id.label("token_id"),
@@ -73,17 +81,17 @@ def _revision_changes(measure_id: str | None, place_id: str | None):
             Batch.id.label("batch_id"),
             Batch.feed_run_id.label("feed_run_id"),
             literal("observation").label("kind"),
-            ObservationRevision.revision.label("revision"),
+            revisions.c.revision.label("revision"),
             Observation.measure_id.label("measure_id"),
             Observation.place_id.label("place_id"),
             Observation.date.label("date"),
             Observation.dims_key.label("dims_key"),
-            ObservationRevision.observation_id.label("observation_id"),
-            ObservationRevision.value.label("new_value"),
+            revisions.c.observation_id.label("observation_id"),
+            revisions.c.value.label("new_value"),
             literal(None).label("event_id"),
         )
-        .join(Observation, Observation.id == ObservationRevision.observation_id)
-        .join(Batch, Batch.id == ObservationRevision.batch_id)
+        .join(Observation, Observation.id == revisions.c.observation_id)
+        .join(Batch, Batch.id == revisions.c.batch_id)
     )
     if measure_id:
         query = query.where(Observation.measure_id == measure_id)

@@ -19,11 +19,11 @@ from tracker.models import (
     MeasurePlace,
     Node,
     Observation,
-    ObservationRevision,
     Place,
     User,
     Work,
     WorkStatusChange,
+    every_revision,
 )
 
 _OUTPUT = Node.__table__.alias("output_node")
@@ -169,13 +169,14 @@ def observation_history(
     ).all()
     changes: dict[int, list[Change]] = {obs.id: [] for obs, _, _ in observations}
     previous: dict[int, float | None] = {}
-    for revision, batch, email, label in session.execute(
-        select(ObservationRevision, Batch, User.email, ApiToken.label)
-        .join(Batch, Batch.id == ObservationRevision.batch_id)
+    revisions = every_revision()
+    for revision in session.execute(
+        select(revisions, Batch, User.email, ApiToken.label)
+        .join(Batch, Batch.id == revisions.c.batch_id)
         .outerjoin(User, User.id == Batch.user_id)
         .outerjoin(ApiToken, ApiToken.id == Batch.token_id)
-        .where(ObservationRevision.observation_id.in_(changes))
-        .order_by(ObservationRevision.observation_id, ObservationRevision.revision)
+        .where(revisions.c.observation_id.in_(changes))
+        .order_by(revisions.c.observation_id, revisions.c.revision)
     ):
         obs_id = revision.observation_id
         changes[obs_id].append(
@@ -183,8 +184,8 @@ def observation_history(
                 old=previous.get(obs_id),
                 new=revision.value,
                 at=revision.received_at,
-                channel=batch.channel,
-                who=_who(batch, email, label),
+                channel=revision.Batch.channel,
+                who=_who(revision.Batch, revision.email, revision.label),
                 note=revision.note,
             )
         )

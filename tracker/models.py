@@ -11,7 +11,7 @@ structured values from the results tree.
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, select, union_all
 from sqlmodel import Field, SQLModel
 
 
@@ -180,21 +180,24 @@ class Batch(SQLModel, table=True):
 
 
 class Observation(SQLModel, table=True):
-    """The current value of one (measure, place, date, dimension cell).
+    """The current value of one (measure, place, date, dimension cell): its latest revision.
 
-    `value` is null when the latest revision retracted it. Every revision, the current
-    one included, is kept in ObservationRevision.
+    `value` is null when the latest revision retracted it. The values it held before are
+    rows of ObservationRevision, so a value sent once is one row. No foreign keys: see
+    migration 0004 (the write path checks measure and place against the tree, and makes
+    the batch in the same transaction; none of those rows is ever deleted).
     """
 
     id: int | None = Field(default=None, primary_key=True)
-    measure_id: str = Field(foreign_key="node.id", max_length=100)
-    place_id: str = Field(foreign_key="place.id", max_length=100)
+    measure_id: str = Field(max_length=100)
+    place_id: str = Field(max_length=100)
     date: date
     dims_key: str = Field(default="", max_length=200)  # "age=65+|sex=female", "" if none
     value: float | None = None
-    revisions: int = 1
-    batch_id: int = Field(foreign_key="batch.id", index=True)  # the latest revision's
-    received_at: datetime = Field(default_factory=utcnow)
+    revisions: int = 1  # this one is revision number `revisions`
+    batch_id: int = Field(index=True)  # the latest revision's
+    received_at: datetime = Field(default_factory=utcnow)  # the latest revision's
+    first_received_at: datetime = Field(default_factory=utcnow)  # revision 1's: timeliness
     note: str | None = Field(default=None, max_length=1000)
 
     __table_args__ = (
@@ -204,15 +207,34 @@ class Observation(SQLModel, table=True):
 
 
 class ObservationRevision(SQLModel, table=True):
-    """Every value ever sent for an observation, with who sent it (through its batch)."""
+    """A value an observation held before its current one, with who sent it (its batch).
+
+    Copied from the observation row when a new revision replaces it; with the row itself
+    these are every value ever sent (tracker.history.observation_revisions reads both).
+    """
 
     id: int | None = Field(default=None, primary_key=True)
-    observation_id: int = Field(foreign_key="observation.id", index=True)
+    observation_id: int = Field(index=True)
     revision: int
     value: float | None = None
-    batch_id: int = Field(foreign_key="batch.id", index=True)
+    batch_id: int = Field(index=True)
     received_at: datetime = Field(default_factory=utcnow)
     note: str | None = Field(default=None, max_length=1000)
+
+
+def every_revision():
+    """Every value ever sent for each observation, as one selectable: the values it held
+    before (ObservationRevision) and its current one (the Observation row itself).
+
+    Columns: observation_id, revision, value, batch_id, received_at, note.
+    """
+    rev, obs = ObservationRevision, Observation
+    return union_all(
+        select(rev.observation_id, rev.revision, rev.value, rev.batch_id, rev.received_at,
+               rev.note),
+        select(obs.id.label("observation_id"), obs.revisions.label("revision"), obs.value,
+               obs.batch_id, obs.received_at, obs.note),
+    ).subquery("every_revision")  # fmt: skip
 
 
 # --- works ----------------------------------------------------------------------------

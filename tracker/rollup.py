@@ -55,7 +55,6 @@ from tracker.models import (
     MeasurePlace,
     Node,
     Observation,
-    ObservationRevision,
     Place,
     Work,
     WorkPlace,
@@ -1326,13 +1325,12 @@ def _expected_periods(measure: MeasureDef, today: date) -> tuple[int, int]:
 
 def _reports(session: Session, measure: MeasureDef, first: int, last: int) -> tuple[int, int]:
     """(received, on time) reports of a measure over periods first..last, counted in SQL."""
-    obs, rev = Observation, ObservationRevision
+    obs = Observation
     dialect = session.get_bind().dialect.name
     period = _period_sql(dialect, measure, obs.date, is_time=False).label("period")
-    arrived = _period_sql(dialect, measure, rev.received_at, is_time=True)
+    arrived = _period_sql(dialect, measure, obs.first_received_at, is_time=True)
     per_report = (
         select(obs.place_id, period, func.min(arrived).label("arrived"))
-        .join(rev, and_(rev.observation_id == obs.id, rev.revision == 1))
         .where(
             obs.measure_id == measure.id,
             obs.value.is_not(None),

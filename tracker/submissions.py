@@ -11,9 +11,10 @@ Two modes:
   `Outcome.rejected` with their reasons.
 Either way the rows that are stored are written in the caller's one transaction.
 
-Who sent what is kept per revision: each ObservationRevision points at its Batch, which
-names the agency, channel, token or user and feed run. The audit trail of values is read
-from there rather than copied into AuditEvent.
+Who sent what is kept per revision: an Observation row (its latest revision) and each
+ObservationRevision (the values it held before) point at their Batch, which names the
+agency, channel, token or user and feed run. The audit trail of values is read from
+there rather than copied into AuditEvent.
 """
 
 import functools
@@ -25,7 +26,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, insert, select, text, update
@@ -115,8 +116,9 @@ class MeasureRules:
     derived: bool  # source: works — never submitted
 
 
-@dataclass(frozen=True)
-class CleanRow:
+class CleanRow(NamedTuple):
+    """A valid observation row (a tuple: a large batch makes a hundred thousand)."""
+
     row: int
     measure_id: str
     place_id: str
@@ -368,6 +370,57 @@ def _validate_row(
     allowed: dict[str, set[str]],
     today: date,
 ) -> tuple[CleanRow | None, list[RowError]]:
+    """One row: the common shape accepted at once, anything else checked field by field."""
+    quick = _quick_row(number, raw, rules, today)
+    if quick is not None:
+        return quick, []
+    return _check_row(number, raw, rules, allowed, today)
+
+
+def _quick_row(
+    number: int, raw: Any, rules: dict[str, MeasureRules], today: date
+) -> CleanRow | None:
+    """The row, when it is exactly measure, place, date and a number for a measure without
+    dimensions: nearly every row of a large batch, accepted in a few look-ups.
+
+    None means "not sure", never "invalid": such a row goes through `_check_row`, which
+    accepts it or names every problem. It accepts only rows `_check_row` accepts, as the
+    same CleanRow (tests/test_submissions_quick.py checks that on generated rows).
+    """
+    if type(raw) is not dict or len(raw) != 4:
+        return None
+    try:
+        measure = rules[raw["measure"]]
+        place_id = raw["place"]
+        when = _iso_date(raw["date"])
+        value = raw["value"]
+        if type(value) is str:
+            value = float(value.strip())
+        elif type(value) is int:
+            value = float(value)
+        elif type(value) is not float:
+            return None
+        if (
+            measure.derived
+            or measure.dimensions
+            or place_id not in measure.places
+            or type(when) is not date
+            or when > today
+            or not math.isfinite(value)
+        ):
+            return None
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    return CleanRow(number, measure.id, place_id, when, "", value, None)
+
+
+def _check_row(
+    number: int,
+    raw: Any,
+    rules: dict[str, MeasureRules],
+    allowed: dict[str, set[str]],
+    today: date,
+) -> tuple[CleanRow | None, list[RowError]]:
     """One row checked field by field; every problem is reported, not just the first."""
     if not isinstance(raw, dict):
         return None, [RowError(number, None, "a row must be an object")]
@@ -461,7 +514,10 @@ def _parse_value(raw: Any, fail) -> float | None:
             fail("value", f"value must be a number, got {raw!r}")
             return None
     elif isinstance(raw, int | float):
-        number = float(raw)
+        try:
+            number = float(raw)
+        except OverflowError:  # an integer with hundreds of digits
+            number = math.inf
     else:
         fail("value", f"value must be a number, got {type(raw).__name__}")
         return None
@@ -524,11 +580,20 @@ def _store(
         return
     now = _record_batch(session, batch, outcome)
 
-    # A plain executemany, no RETURNING: the revision rows are copied from the observations
-    # this batch wrote in one INSERT … SELECT below, so no ids travel through Python.
     if new_rows:
         _insert_observations(session, new_rows, batch.id, now)
     if changed:
+        # The value being replaced goes to the history first, copied in SQL.
+        obs = Observation
+        replaced = (obs.id, obs.revisions, obs.value, obs.batch_id, obs.received_at, obs.note)
+        ids = [obs_id for _, obs_id, _ in changed]
+        for start in range(0, len(ids), _IN_CHUNK):
+            session.execute(
+                insert(ObservationRevision).from_select(
+                    ["observation_id", "revision", "value", "batch_id", "received_at", "note"],
+                    select(*replaced).where(obs.id.in_(ids[start : start + _IN_CHUNK])),
+                )
+            )
         session.execute(
             update(Observation),
             [
@@ -544,20 +609,14 @@ def _store(
             ],
         )
     if new_rows or changed:
-        obs = Observation
-        copied = (obs.id, obs.revisions, obs.value, obs.batch_id, obs.received_at, obs.note)
-        session.execute(
-            insert(ObservationRevision).from_select(
-                ["observation_id", "revision", "value", "batch_id", "received_at", "note"],
-                select(*copied).where(obs.batch_id == batch.id),
-            )
-        )
         touched = sorted({r.measure_id for r in new_rows} | {r.measure_id for r, _, _ in changed})
         session.execute(
             update(Node).where(Node.id.in_(touched)).values(data_version=Node.data_version + 1)
         )
     session.flush()
 
+
+_IN_CHUNK = 5000  # ids in one IN (…): well inside both backends' limits on parameters
 
 _OBSERVATION_COLUMNS = (
     "measure_id",
@@ -568,6 +627,7 @@ _OBSERVATION_COLUMNS = (
     "revisions",
     "batch_id",
     "received_at",
+    "first_received_at",
     "note",
 )
 
@@ -575,30 +635,33 @@ _OBSERVATION_COLUMNS = (
 def _insert_observations(
     session: Session, rows: list[CleanRow], batch_id: int, now: datetime
 ) -> None:
-    """New observations in one driver-level executemany.
+    """New observations in one driver-level bulk write: COPY on PostgreSQL, executemany
+    on SQLite.
 
     The biggest cost of a large batch: SQLAlchemy's per-row parameter handling took as long
     as the insert itself, so the rows go to the driver as plain tuples, with the date
     and time converted by the column types' own bind processors (which turn them into
-    text on SQLite and leave them to the driver on PostgreSQL).
+    text on SQLite and leave them to the driver on PostgreSQL). On PostgreSQL, COPY
+    takes the rows as one stream instead of a statement per row.
     """
     connection = session.connection()
     dialect = connection.dialect
     table = Observation.__table__
-    day = _bind(table.c.date, dialect)
+    day = functools.lru_cache(maxsize=None)(_bind(table.c.date, dialect))  # few distinct days
     at = _bind(table.c.received_at, dialect)(now)
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    statement = (
-        f"INSERT INTO {table.name} ({', '.join(_OBSERVATION_COLUMNS)}) "
-        f"VALUES ({', '.join([marker] * len(_OBSERVATION_COLUMNS))})"
-    )
-    connection.exec_driver_sql(
-        statement,
-        [
-            (r.measure_id, r.place_id, day(r.date), r.dims_key, r.value, 1, batch_id, at, r.note)
-            for r in rows
-        ],
-    )
+    values = [
+        (r.measure_id, r.place_id, day(r.date), r.dims_key, r.value, 1, batch_id, at, at, r.note)
+        for r in rows
+    ]
+    columns = ", ".join(_OBSERVATION_COLUMNS)
+    if dialect.name == "postgresql":
+        cursor = connection.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+            for value in values:
+                copy.write_row(value)
+        return
+    marks = ", ".join("?" * len(_OBSERVATION_COLUMNS))
+    connection.exec_driver_sql(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", values)
 
 
 def _bind(column, dialect) -> Callable[[Any], Any]:
@@ -1053,17 +1116,23 @@ def read_observations_csv(body: bytes) -> InputRows:
     dimension out. A file-level problem (not CSV, missing or unknown columns) raises
     SubmissionRejected with `row: null`.
     """
-    records = _csv_records(body, required=OBSERVATION_COLUMNS, allowed={"note"}, prefix="dim.")
+    header, records = _csv_records(
+        body, required=OBSERVATION_COLUMNS, allowed={"note"}, prefix="dim."
+    )
+    # Cells by position: a dict per record of a large upload would cost more than the rest.
+    base = [(name, header.index(name)) for name in OBSERVATION_COLUMNS]
+    dims = [(name[4:], i) for i, name in enumerate(header) if name.startswith("dim.")]
+    note = header.index("note") if "note" in header else None
     result = InputRows()
-    for record in _well_formed(records, result):
-        fields = record.fields
-        row: dict[str, Any] = {name: fields.get(name, "") for name in OBSERVATION_COLUMNS}
-        dims = {k[4:]: v for k, v in fields.items() if k.startswith("dim.") and v != ""}
+    for line, record in _well_formed(header, records, result):
+        row: dict[str, Any] = {name: record[i] for name, i in base}
         if dims:
-            row["dims"] = dims
-        if fields.get("note"):
-            row["note"] = fields["note"]
-        _add_row(result, record.number, row)
+            cell = {name: record[i] for name, i in dims if record[i] != ""}
+            if cell:
+                row["dims"] = cell
+        if note is not None and record[note]:
+            row["note"] = record[note]
+        _add_row(result, line, row)
     return result
 
 
@@ -1074,37 +1143,39 @@ def read_works_csv(body: bytes) -> InputRows:
     from shapely.errors import ShapelyError
     from shapely.geometry import Point, mapping
 
-    records = _csv_records(body, required=("id", "title", "status"), allowed=WORK_CSV_COLUMNS)
+    header, records = _csv_records(
+        body, required=("id", "title", "status"), allowed=WORK_CSV_COLUMNS
+    )
     result = InputRows()
-    for record in _well_formed(records, result):
-        row = {k: v for k, v in record.fields.items() if v != "" and k not in ("lon", "lat")}
-        lon, lat = record.fields.get("lon", ""), record.fields.get("lat", "")
+    for line, record in _well_formed(header, records, result):
+        fields = dict(zip(header, record, strict=True))
+        row = {k: v for k, v in fields.items() if v != "" and k not in ("lon", "lat")}
+        lon, lat = fields.get("lon", ""), fields.get("lat", "")
         if row.get("geometry"):
             try:
                 row["geometry"] = mapping(wkt.loads(row["geometry"]))
             except (ShapelyError, ValueError):
-                result.errors.append(RowError(record.number, "geometry", "geometry is not WKT"))
+                result.errors.append(RowError(line, "geometry", "geometry is not WKT"))
                 continue
         elif lon or lat:
             try:
                 row["geometry"] = mapping(Point(float(lon), float(lat)))
             except ValueError:
                 result.errors.append(
-                    RowError(record.number, "lon", f"lon and lat must be numbers: {lon!r}, {lat!r}")
+                    RowError(line, "lon", f"lon and lat must be numbers: {lon!r}, {lat!r}")
                 )
                 continue
-        _add_row(result, record.number, row)
+        _add_row(result, line, row)
     return result
 
 
 def _csv_records(body: bytes, *, required, allowed, prefix: str | None = None):
     """The CSV's records after checking its header; file-level problems refuse it whole."""
     from importers import ParseError
-    from importers.csv import CsvImporter
+    from importers.csv import read_records
 
     try:
-        header = CsvImporter.header(body)
-        records = CsvImporter().parse(body)
+        header, records = read_records(body)
     except ParseError as exc:
         raise SubmissionRejected([RowError(None, None, exc.message)]) from None
     problems = [
@@ -1119,16 +1190,20 @@ def _csv_records(body: bytes, *, required, allowed, prefix: str | None = None):
     ]
     if problems:
         raise SubmissionRejected(problems)
-    return records
+    return header, records
 
 
-def _well_formed(records, result: InputRows):
-    """The records with as many fields as the header; the others become row errors."""
-    for record in records:
-        if record.problem:
-            result.errors.append(RowError(record.number, None, f"the record {record.problem}"))
+def _well_formed(header: list[str], records, result: InputRows):
+    """(line, record) of the records with as many fields as the header; the others
+    become row errors."""
+    from importers.csv import record_problem
+
+    for line, record in records:
+        problem = record_problem(header, record)
+        if problem:
+            result.errors.append(RowError(line, None, f"the record {problem}"))
         else:
-            yield record
+            yield line, record
 
 
 def _add_row(result: InputRows, number: int, row: dict[str, Any]) -> None:
