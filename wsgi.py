@@ -1,5 +1,5 @@
 """WSGI entry point for production: `gunicorn wsgi:app`."""
 
-from tracker import create_app
+from tracker import create_worker_app
 
-app = create_app()
+app = create_worker_app()

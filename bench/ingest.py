@@ -13,7 +13,7 @@ batches of 10,000 rows (ten weeks each). In the same run, on each backend:
   synchronous=NORMAL / foreign_keys pragmas), psycopg 3 `COPY … FROM STDIN` on
   PostgreSQL, into
   - plain: a table with the observation table's columns, primary key, unique
-    (measure, place, dims, date) key and (measure, date), (batch) indexes, no foreign
+    (measure, place, dims, date) key and (batch) index, no foreign
     keys: exactly what the tracker writes for a new value (one row; the script checks
     the shape against the Observation model). The baseline of the target (API ≥ 1/3);
   - keys: the same table with foreign keys to node, place and batch, as the
@@ -36,6 +36,7 @@ PostgreSQL: a throwaway database is created on --postgres for each run and dropp
 
 import argparse
 import cProfile
+import gc
 import json
 import math
 import os
@@ -213,8 +214,7 @@ CREATE TABLE raw_observation (
     batch_id INTEGER NOT NULL {batch_key}, received_at {time} NOT NULL,
     first_received_at {time} NOT NULL, note VARCHAR(1000),
     CONSTRAINT uq_raw_observation UNIQUE (measure_id, place_id, dims_key, date));
-CREATE INDEX ix_raw_observation_batch_id ON raw_observation (batch_id);
-CREATE INDEX ix_raw_observation_measure_date ON raw_observation (measure_id, date)"""
+CREATE INDEX ix_raw_observation_batch_id ON raw_observation (batch_id)"""
 TYPES = {
     "sqlite": {"serial": "INTEGER NOT NULL", "float": "FLOAT", "time": "DATETIME"},
     "postgresql": {
@@ -421,6 +421,7 @@ def api_ingest(
 def after_write(engine: Engine, base: str, token: str, cycles: int) -> dict[str, object]:
     """1,000 rows through the API, then the full city roll-up with a warm cache: `cycles`
     times on the database as the API left it, then as many again after ANALYZE."""
+    gc.freeze()  # as a web worker starts (tracker.create_worker_app)
     cache = RollupCache()
     with Session(engine) as session:
         tree = load_tree(session, cache)

@@ -81,3 +81,18 @@ def test_secret_key_is_generated_once_and_kept(tmp_path):
     key = settings.resolved_secret_key()
     assert len(key) >= 32
     assert settings.resolved_secret_key() == key
+
+
+def test_a_worker_app_moves_its_start_up_objects_out_of_the_collectors_reach(settings):
+    import gc
+
+    from tracker import create_worker_app
+
+    gc.unfreeze()
+    try:
+        app = create_worker_app(settings)
+        assert gc.get_freeze_count() > 10_000
+        assert app.config["DATABASE_URL"] == settings.database_url
+    finally:
+        gc.unfreeze()
+        app.extensions["engine"].dispose()

@@ -145,3 +145,21 @@ def test_cached_and_uncached_answers_are_identical(city, first, second, on, age)
             cached = rollup(city, place_id=place, on=on, filters=filters, cache=cache)
             fresh = rollup(city, place_id=place, on=on, filters=filters)
             assert cached.to_json() == fresh.to_json()
+
+
+@given(
+    kind=st.sampled_from(["cumulative", "level", "flow"]),
+    days=st.lists(st.integers(0, 400), min_size=1, max_size=12, unique=True),
+    values=st.lists(st.floats(-1e6, 1e6), min_size=12, max_size=12),
+    total=st.floats(-1e7, 1e7),
+)
+def test_a_lone_cell_has_the_history_the_general_rule_gives(kind, days, values, total):
+    """The shortcut for measures without dimensions values each date as _value_at does."""
+    from tracker.rollup import HISTORY, _one_cell_history, _value_at
+
+    rows = sorted(
+        ((FIRST + timedelta(days=d), v) for d, v in zip(days, values, strict=False)),
+        reverse=True,
+    )[:HISTORY]  # as the roll-up reads a cell: newest first, at most HISTORY rows
+    general = tuple((day, _value_at(kind, {"": rows}, {"": total}, day)) for day, _ in rows)
+    assert _one_cell_history(kind, rows, total) == general

@@ -155,9 +155,9 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the web app with gunicorn (the same as `gunicorn wsgi:app`)."""
     from gunicorn.app.base import BaseApplication
 
-    from tracker import create_app
+    from tracker import create_worker_app
 
-    app = create_app()
+    app = create_worker_app()  # made before the workers fork, which inherit it frozen
 
     class Server(BaseApplication):
         def load_config(self) -> None:

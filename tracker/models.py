@@ -201,8 +201,9 @@ class Observation(SQLModel, table=True):
     note: str | None = Field(default=None, max_length=1000)
 
     __table_args__ = (
+        # Every read names the measure and its places, so this one key serves them all;
+        # see migration 0005 for why there is no (measure_id, date) index beside it.
         UniqueConstraint("measure_id", "place_id", "dims_key", "date", name="uq_observation"),
-        Index("ix_observation_measure_date", "measure_id", "date"),
     )
 
 

@@ -485,18 +485,19 @@ def _query_cells(
     totals: dict[tuple[str, str, str], float] = {}
     if not measures:
         return cells, totals
+    # Core execution, fetched at once: the roll-up's largest results, row by row through
+    # the ORM, cost as much as the queries.
+    connection = session.connection()
     for chunk in _chunks(measures, dimensions):
-        for measure_id, place_id, key, day, value in session.execute(_latest(session, chunk, on)):
+        for measure_id, place_id, key, day, value in connection.execute(
+            _latest(session, chunk, on)
+        ).all():
             cells[measure_id][place_id].setdefault(key, []).append((day, value))
-    obs = Observation
     flows = [m for m in measures if m.kind == "flow"]
-    if flows:
-        for measure_id, place_id, key, total in session.execute(
-            select(obs.measure_id, obs.place_id, obs.dims_key, func.sum(obs.value))
-            .where(_in_window(flows, on))
-            .group_by(obs.measure_id, obs.place_id, obs.dims_key)
-        ):
-            totals[(measure_id, place_id, key)] = total
+    for chunk in _chunks(flows, dimensions):
+        for measure_id, place_id, key, total in connection.execute(_flow_totals(chunk, on)).all():
+            if total is not None:
+                totals[(measure_id, place_id, key)] = total
     return cells, totals
 
 
@@ -564,18 +565,7 @@ def _latest(session: Session, series: list[tuple[MeasureDef, str]], on: date):
     their history. PostgreSQL takes each series' top rows with LATERAL … LIMIT; SQLite,
     which has no LATERAL, finds each series' HISTORY-th latest date and joins from there.
     """
-    mp = MeasurePlace
-    groups = union_all(
-        *(
-            select(
-                mp.measure_id,
-                mp.place_id,
-                literal(key, String).label("dims_key"),
-                literal(m.start if m.kind == "flow" else date.min, Date).label("floor"),
-            ).where(mp.measure_id == m.id)
-            for m, key in series
-        )
-    ).subquery("series")
+    groups = _series(series)
     obs = aliased(Observation)
     in_series = and_(
         obs.measure_id == groups.c.measure_id,
@@ -627,6 +617,43 @@ def _latest(session: Session, series: list[tuple[MeasureDef, str]], on: date):
     )
 
 
+def _series(series: list[tuple[MeasureDef, str]]):
+    """One row per (measure, place, dims_key) series, with the first date that counts
+    (a flow's start)."""
+    mp = MeasurePlace
+    return union_all(
+        *(
+            select(
+                mp.measure_id,
+                mp.place_id,
+                literal(key, String).label("dims_key"),
+                literal(m.start if m.kind == "flow" else date.min, Date).label("floor"),
+            ).where(mp.measure_id == m.id)
+            for m, key in series
+        )
+    ).subquery("series")
+
+
+def _flow_totals(series: list[tuple[MeasureDef, str]], on: date):
+    """Each flow series' sum over [start, on] (null when it has none), summed by a range
+    seek per series in uq_observation, like `_latest`: one GROUP BY over every flow row
+    sorted them all by text first, which took most of a roll-up on PostgreSQL."""
+    groups = _series(series)
+    obs = aliased(Observation)
+    total = (
+        select(func.sum(obs.value))
+        .where(
+            obs.measure_id == groups.c.measure_id,
+            obs.place_id == groups.c.place_id,
+            obs.dims_key == groups.c.dims_key,
+            obs.date >= groups.c.floor,
+            obs.date <= on,
+        )
+        .scalar_subquery()
+    )
+    return select(groups.c.measure_id, groups.c.place_id, groups.c.dims_key, total)
+
+
 def _chunks(
     measures: list[MeasureDef], dimensions: Mapping[str, frozenset]
 ) -> Iterable[list[tuple[MeasureDef, str]]]:
@@ -676,11 +703,35 @@ def _facts(
         as_of = max(rows[0][0] for rows in used.values())
         value = _value_at(kind, matching, cell_totals, None) if matching else 0.0
         return LeafFacts(value, as_of)
+    history = _history(kind, cells, cell_totals)
+    return LeafFacts(history[0][1], history[0][0], history) if history else None
+
+
+def _history(
+    kind: str, cells: Cells, totals: Mapping[str, float]
+) -> tuple[tuple[date, float], ...]:
+    """(date, value) at the last HISTORY dates any cell reported, newest first."""
+    if len(cells) == 1:
+        ((key, rows),) = cells.items()
+        return _one_cell_history(kind, rows, totals[key])
     dates = sorted({day for rows in cells.values() for day, _ in rows}, reverse=True)[:HISTORY]
-    if not dates:
-        return None
-    history = tuple((day, _value_at(kind, cells, cell_totals, day)) for day in dates)
-    return LeafFacts(history[0][1], dates[0], history)
+    return tuple((day, _value_at(kind, cells, totals, day)) for day in dates)
+
+
+def _one_cell_history(
+    kind: str, rows: list[tuple[date, float]], total: float
+) -> tuple[tuple[date, float], ...]:
+    """`_history` of a lone cell (a measure without dimensions, the common case), without
+    re-scanning the cell for each date: its rows, newest first and one per date, are the
+    history, with the values _value_at gives them."""
+    rows = rows[:HISTORY]
+    if kind != "flow":
+        return tuple(rows)
+    history, later = [], []  # a flow on a date: its total less what came after
+    for day, value in rows:
+        history.append((day, total - math.fsum(later)))
+        later.append(value)
+    return tuple(history)
 
 
 def _value_at(kind: str, cells: Cells, totals: Mapping[str, float], day: date | None) -> float:

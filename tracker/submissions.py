@@ -697,8 +697,9 @@ def _sqlite_in_transaction(connection) -> bool:
 def _existing(session: Session, rows: list[CleanRow]) -> dict[tuple, tuple[int, float | None, int]]:
     """Current (id, value, revisions) of the observations these rows address.
 
-    One query per measure over the batch's places and date range, then an exact match in
-    Python: cheap for both a few rows and a 10,000-row batch.
+    One query per measure over the batch's places, cells and date range (seeks in
+    uq_observation), then an exact match in Python: cheap for both a few rows and a
+    10,000-row batch.
     """
     found: dict[tuple, tuple[int, float | None, int]] = {}
     by_measure: dict[str, list[CleanRow]] = {}
@@ -706,6 +707,7 @@ def _existing(session: Session, rows: list[CleanRow]) -> dict[tuple, tuple[int, 
         by_measure.setdefault(row.measure_id, []).append(row)
     for measure_id, measure_rows in by_measure.items():
         places = sorted({r.place_id for r in measure_rows})
+        keys = sorted({r.dims_key for r in measure_rows})
         query = select(
             Observation.id,
             Observation.place_id,
@@ -720,6 +722,8 @@ def _existing(session: Session, rows: list[CleanRow]) -> dict[tuple, tuple[int, 
         )
         if len(places) <= 500:
             query = query.where(Observation.place_id.in_(places))
+        if len(keys) <= 500:
+            query = query.where(Observation.dims_key.in_(keys))
         for obs_id, place_id, key, when, value, revisions in session.execute(query):
             found[(measure_id, place_id, key, when)] = (obs_id, value, revisions)
     return found
