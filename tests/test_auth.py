@@ -383,6 +383,42 @@ def test_user_add_refuses_bad_accounts(runner, loaded, db, arguments, expected):
     assert db.exec(select(User)).all() == []
 
 
+def test_user_password_sets_a_new_password(runner, loaded, db):
+    runner.invoke(
+        main, ["user", "add", "boss@ccc.example", "--role", "official", "--password-stdin"],
+        input=f"{PASSWORD}\n",
+    )  # fmt: skip
+    fresh = "another long passphrase"
+    result = runner.invoke(
+        main, ["user", "password", "Boss@CCC.example", "--password-stdin"], input=f"{fresh}\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "New password set for boss@ccc.example" in result.output
+    assert _login(db, "boss@ccc.example", fresh).role == "official"
+    with pytest.raises(LoginRefused):
+        _login(db, "boss@ccc.example")
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "expected"),
+    [("nobody@ccc.example", "another long passphrase", "no account for nobody@ccc.example"),
+     ("boss@ccc.example", "short", "at least 12 characters")],
+)  # fmt: skip
+def test_user_password_refuses_unknown_accounts_and_short_passwords(
+    runner, loaded, db, email, password, expected
+):
+    runner.invoke(
+        main, ["user", "add", "boss@ccc.example", "--role", "official", "--password-stdin"],
+        input=f"{PASSWORD}\n",
+    )  # fmt: skip
+    result = runner.invoke(
+        main, ["user", "password", email, "--password-stdin"], input=f"{password}\n"
+    )
+    assert result.exit_code == 1
+    assert expected in result.output
+    assert _login(db, "boss@ccc.example").role == "official"  # the old password still works
+
+
 def test_agency_tokens_lists_and_revoke_refuses_at_once(runner, loaded, db):
     token = issue_token(db, "eqc", "nightly upload")
     issue_token(db, "council", "not listed")

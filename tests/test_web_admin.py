@@ -136,6 +136,65 @@ def test_an_official_cannot_disable_their_own_account(app, client):
     assert _rows(app, User)[0].disabled_at is None
 
 
+def test_a_disabled_account_can_be_enabled_again(app, client):
+    _official(app, client)
+    staff_id = add_user(app, "staff@eqc.example")
+    _post(client, f"/admin/users/{staff_id}/disable", {})
+    assert _post(client, f"/admin/users/{staff_id}/enable", {}).status_code == 303
+    assert sign_in(app.test_client(), "staff@eqc.example").headers["Location"] == "/agency"
+    actions = [e.action for e in _rows(app, AuditEvent, AuditEvent.action.like("user.%able"))]
+    assert actions == ["user.disable", "user.enable"]
+
+
+def test_a_new_password_replaces_the_old_one_and_ends_open_sessions(app, client):
+    official = _official(app, client)
+    staff_id = add_user(app, "staff@eqc.example")
+    staff = app.test_client()
+    sign_in(staff, "staff@eqc.example")
+    for _ in range(3):
+        sign_in(app.test_client(), "staff@eqc.example", "wrong password")
+    fresh = "a brand new passphrase"
+    answer = _post(client, f"/admin/users/{staff_id}/password", {"password": fresh})
+    assert answer.status_code == 303
+    assert "has a new password" in client.get("/admin").get_data(as_text=True)
+    assert staff.get("/agency").status_code == 303  # signed out
+    assert sign_in(app.test_client(), "staff@eqc.example").status_code == 401
+    assert sign_in(app.test_client(), "staff@eqc.example", fresh).status_code == 303
+    (row,) = _rows(app, User, User.id == staff_id)
+    assert row.failed_logins == 0 and row.locked_until is None
+    (event,) = _rows(app, AuditEvent, AuditEvent.action == "user.password")
+    assert (event.entity_id, event.user_id, event.old, event.new) == (
+        "user/staff@eqc.example",
+        official,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize("password", ["", "too short", "x" * 1025])
+def test_a_bad_new_password_is_refused_and_changes_nothing(app, client, password):
+    _official(app, client)
+    staff_id = add_user(app, "staff@eqc.example")
+    before = counts(app), _rows(app, User, User.id == staff_id)[0].password_hash
+    answer = _post(client, f"/admin/users/{staff_id}/password", {"password": password})
+    assert answer.status_code == 400
+    assert "Password not changed: The password must have" in answer.get_data(as_text=True)
+    assert (counts(app), _rows(app, User, User.id == staff_id)[0].password_hash) == before
+    assert sign_in(app.test_client(), "staff@eqc.example").status_code == 303
+
+
+def test_setting_a_password_needs_an_official_a_csrf_token_and_an_account(app, client):
+    staff_id = add_user(app, "staff@eqc.example")
+    path = f"/admin/users/{staff_id}/password"
+    fresh = {"password": "a brand new passphrase"}
+    sign_in(client, "staff@eqc.example")
+    assert _post(client, path, fresh).status_code == 403
+    _official(app, client)
+    assert client.post(path, data=fresh).status_code == 400  # no CSRF token
+    assert _post(client, "/admin/users/999/password", fresh).status_code == 404
+    assert sign_in(app.test_client(), "staff@eqc.example").status_code == 303  # unchanged
+
+
 def test_the_audit_trail_shows_who_changed_what_and_filters(app, client):
     add_user(app, "staff@eqc.example")
     staff = app.test_client()

@@ -152,10 +152,7 @@ def _account_problems(
     problems = []
     if len(email) > 254 or not EMAIL.match(email):
         problems.append(f"{email!r} is not an email address.")
-    if len(password) < PASSWORD_MIN:
-        problems.append(f"The password must have at least {PASSWORD_MIN} characters.")
-    elif len(password) > PASSWORD_MAX:
-        problems.append(f"The password must have at most {PASSWORD_MAX} characters.")
+    problems += _password_problems(password)
     if role not in ROLES:
         problems.append(f"The role must be one of {', '.join(ROLES)}.")
     elif role == "official" and agency_id:
@@ -167,6 +164,14 @@ def _account_problems(
     return problems
 
 
+def _password_problems(password: str) -> list[str]:
+    if len(password) < PASSWORD_MIN:
+        return [f"The password must have at least {PASSWORD_MIN} characters."]
+    if len(password) > PASSWORD_MAX:
+        return [f"The password must have at most {PASSWORD_MAX} characters."]
+    return []
+
+
 def list_users(session: Session) -> list[User]:
     """Every staff account, officials first, then by agency and email."""
     return list(session.exec(select(User).order_by(User.role.desc(), User.agency_id, User.email)))
@@ -176,15 +181,64 @@ def disable_user(
     session: Session, user_id: int, *, by_user_id: int | None = None, channel: str = "cli"
 ) -> User:
     """Disable an account: it can no longer sign in, and its open sessions end."""
-    user = session.get(User, user_id)
-    if user is None:
-        raise NotFound(f"no account {user_id}")
+    user = _get_user(session, user_id)
     if user_id == by_user_id:
         raise TrackerError("you cannot disable your own account")
     if user.disabled_at is None:
         user.disabled_at = utcnow()
         _audit(session, "user.disable", f"user/{user.email}", user.agency_id, by_user_id, channel)
         session.flush()
+    return user
+
+
+def enable_user(
+    session: Session, user_id: int, *, by_user_id: int | None = None, channel: str = "cli"
+) -> User:
+    """Let a disabled account sign in again (with the password it had)."""
+    user = _get_user(session, user_id)
+    if user.disabled_at is not None:
+        user.disabled_at = None
+        _audit(session, "user.enable", f"user/{user.email}", user.agency_id, by_user_id, channel)
+        session.flush()
+    return user
+
+
+def set_password(
+    session: Session,
+    user_id: int,
+    password: str,
+    *,
+    by_user_id: int | None = None,
+    channel: str = "cli",
+) -> User:
+    """Give an account a new password, for staff who forgot theirs: the old one stops
+    working, a lock-out from failed sign-ins is lifted, and every open session of the
+    account ends (someone else may have been using the old password)."""
+    user = _get_user(session, user_id)
+    problems = _password_problems(password)
+    if problems:
+        raise TrackerError(" ".join(problems))
+    user.password_hash = hash_password(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    user.session_version += 1
+    _audit(session, "user.password", f"user/{user.email}", user.agency_id, by_user_id, channel)
+    session.flush()
+    return user
+
+
+def find_user(session: Session, email: str) -> User:
+    """The account with `email` (any case); NotFound otherwise."""
+    user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+    if user is None:
+        raise NotFound(f"no account for {email.strip().lower()}")
+    return user
+
+
+def _get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no account {user_id}")
     return user
 
 

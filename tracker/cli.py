@@ -240,14 +240,30 @@ def user_add(email: str, role: str, agency_id: str | None, password_stdin: bool)
     """Create a staff account; asks for the password twice unless --password-stdin."""
     from tracker.auth import create_user
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin)
     with _database() as session:
         account = create_user(session, email, password, role, agency_id)
     where = f" of {account.agency_id}" if account.agency_id else ""
     click.echo(f"Created {account.role} account {account.email}{where} (id {account.id}).")
+
+
+@user.command("password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def user_password(email: str, password_stdin: bool) -> None:
+    """Set a new password for EMAIL (its open sessions end); asks twice unless --password-stdin."""
+    from tracker.auth import find_user, set_password
+
+    password = _read_password(password_stdin)
+    with _database() as session:
+        account = set_password(session, find_user(session, email).id, password)
+    click.echo(f"New password set for {account.email}; its open sessions are ended.")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
 @contextmanager

@@ -8,11 +8,13 @@ from tracker.auth import (
     ROLES,
     create_user,
     disable_user,
+    enable_user,
     issue_token,
     list_tokens,
     list_users,
     live_agencies,
     revoke_token,
+    set_password,
 )
 from tracker.db import get_session
 from tracker.errors import TrackerError
@@ -94,7 +96,9 @@ def add_user():
         )
     except TrackerError as exc:
         session.rollback()
-        return _index_page(form=form, error=exc.message, status=exc.status)
+        return _index_page(
+            form=form, error=f"Account not created: {exc.message}", status=exc.status
+        )
     session.commit()
     flash(f"Account {user.email} ({user.role}) created.", "info")
     return redirect(url_for(".index"), 303)
@@ -108,6 +112,38 @@ def disable(user_id: int):
     user = disable_user(session, user_id, by_user_id=current_user().id, channel="web")
     session.commit()
     flash(f"Account {user.email} is disabled.", "info")
+    return redirect(url_for(".index"), 303)
+
+
+@bp.post("/users/<int:user_id>/enable")
+@login_required("official")
+def enable(user_id: int):
+    """Let a disabled account sign in again."""
+    session = get_session()
+    user = enable_user(session, user_id, by_user_id=current_user().id, channel="web")
+    session.commit()
+    flash(f"Account {user.email} is enabled again.", "info")
+    return redirect(url_for(".index"), 303)
+
+
+@bp.post("/users/<int:user_id>/password")
+@login_required("official")
+def password(user_id: int):
+    """Set a new password for staff who forgot theirs; their open sessions end."""
+    session = get_session()
+    try:
+        user = set_password(
+            session,
+            user_id,
+            request.form.get("password", ""),
+            by_user_id=current_user().id,
+            channel="web",
+        )
+    except TrackerError as exc:
+        session.rollback()
+        return _index_page(error=f"Password not changed: {exc.message}", status=exc.status)
+    session.commit()
+    flash(f"Account {user.email} has a new password; pass it on to them.", "info")
     return redirect(url_for(".index"), 303)
 
 
