@@ -109,9 +109,11 @@ def test_migration_0004_keeps_every_revision_and_the_first_arrival(engine):
                     f" unchanged) VALUES ({batch}, 'a', 'api', '{day} 00:00:00', 1, 0, 0)"
                 )
             )
-        # Observation 1 was sent twice (10, then 11); observation 2 once.
+        # Observation 1 was sent twice (10, then 11); observation 2 once; observation 3
+        # twice at once before the write lock existed (6, then 7, both numbered 1).
         for obs, day, value, revisions, batch in ((1, "2025-12-31", 11, 2, 2),
-                                                  (2, "2025-11-30", 5, 1, 1)):  # fmt: skip
+                                                  (2, "2025-11-30", 5, 1, 1),
+                                                  (3, "2025-10-31", 7, 1, 2)):  # fmt: skip
             connection.execute(
                 text(
                     "INSERT INTO observation (id, measure_id, place_id, date, dims_key, value,"
@@ -119,7 +121,8 @@ def test_migration_0004_keeps_every_revision_and_the_first_arrival(engine):
                     f" {value}, {revisions}, {batch}, '2026-0{batch}-01 00:00:00')"
                 )
             )
-        for obs, revision, value, batch in ((1, 1, 10, 1), (2, 1, 5, 1), (1, 2, 11, 2)):
+        for obs, revision, value, batch in ((1, 1, 10, 1), (2, 1, 5, 1), (1, 2, 11, 2),
+                                            (3, 1, 6, 1), (3, 1, 7, 2)):  # fmt: skip
             connection.execute(
                 text(
                     "INSERT INTO observationrevision (observation_id, revision, value,"
@@ -135,8 +138,12 @@ def test_migration_0004_keeps_every_revision_and_the_first_arrival(engine):
         first = connection.execute(
             text("SELECT id, first_received_at FROM observation ORDER BY id")
         ).all()
-    assert [tuple(row) for row in kept] == [(1, 1, 10)]
-    assert [(obs, str(at)[:10]) for obs, at in first] == [(1, "2026-01-01"), (2, "2026-01-01")]
+    assert sorted(tuple(row) for row in kept) == [(1, 1, 10), (3, 1, 6)]
+    assert [(obs, str(at)[:10]) for obs, at in first] == [
+        (1, "2026-01-01"),
+        (2, "2026-01-01"),
+        (3, "2026-01-01"),
+    ]
 
     _alembic(engine, "downgrade", "0003")
     with engine.connect() as connection:
@@ -144,5 +151,6 @@ def test_migration_0004_keeps_every_revision_and_the_first_arrival(engine):
             text("SELECT observation_id, revision, value FROM observationrevision"
                  " ORDER BY observation_id, revision")
         ).all()  # fmt: skip
-    assert [tuple(row) for row in every] == [(1, 1, 10), (1, 2, 11), (2, 1, 5)]
+    assert sorted(tuple(row) for row in every) == [(1, 1, 10), (1, 2, 11), (2, 1, 5),
+                                                   (3, 1, 6), (3, 1, 7)]  # fmt: skip
     _alembic(engine, "upgrade", "head")

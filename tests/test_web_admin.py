@@ -136,12 +136,15 @@ def test_an_official_cannot_disable_their_own_account(app, client):
     assert _rows(app, User)[0].disabled_at is None
 
 
-def test_a_disabled_account_can_be_enabled_again(app, client):
+def test_a_disabled_account_can_be_enabled_again_without_its_old_sessions(app, client):
     _official(app, client)
     staff_id = add_user(app, "staff@eqc.example")
+    before = app.test_client()
+    sign_in(before, "staff@eqc.example")
     _post(client, f"/admin/users/{staff_id}/disable", {})
     assert _post(client, f"/admin/users/{staff_id}/enable", {}).status_code == 303
     assert sign_in(app.test_client(), "staff@eqc.example").headers["Location"] == "/agency"
+    assert before.get("/agency").status_code == 303  # the session from before stays ended
     actions = [e.action for e in _rows(app, AuditEvent, AuditEvent.action.like("user.%able"))]
     assert actions == ["user.disable", "user.enable"]
 

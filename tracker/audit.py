@@ -1,14 +1,15 @@
 """The audit trail: every accepted change, who made it, through which channel, old → new.
 
-Observation changes are read from their revisions (each points at its batch, which names
-the agency, channel, token or user and feed run), so values are never copied twice;
+Observation changes are read from their revisions: the observation rows (current values)
+and ObservationRevision (replaced ones), each pointing at its batch, which names the
+agency, channel, token or user and feed run; so values are never copied twice;
 changes to works, tokens and accounts are AuditEvent rows.
 """
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import literal, select, tuple_, union_all
+from sqlalchemy import Date, Float, Integer, String, cast, literal, null, select, tuple_, union_all
 from sqlmodel import Session
 
 from tracker.models import (
@@ -17,7 +18,6 @@ from tracker.models import (
     Observation,
     ObservationRevision,
     User,
-    every_revision,
 )
 
 
@@ -29,9 +29,9 @@ def audit_trail(
     limit: int = 200,
 ) -> list[dict[str, Any]]:
     """The latest `limit` changes, newest first, optionally for one measure and/or place."""
-    revisions = _revision_changes(measure_id, place_id)
-    events = _events(measure_id, place_id)
-    both = union_all(revisions, events).subquery()
+    both = union_all(
+        *_revision_changes(measure_id, place_id), _events(measure_id, place_id)
+    ).subquery()
     rows = session.execute(
         select(both, User.email)
         .outerjoin(User, User.id == both.c.user_id)
@@ -68,12 +68,17 @@ def _previous_values(session: Session, rows) -> dict[tuple[int, int], float | No
 
 
 def _revision_changes(measure_id: str | None, place_id: str | None):
-    """Observation revisions as changes; the value before is read after the limit."""
-    revisions = every_revision()
-    query = (
-        select(
-            revisions.c.received_at.label("at"),
-            revisions.c.observation_id.label("sort_id"),
+    """Observation revisions as changes, two selects: current values (the observation rows)
+    and replaced ones. Each is filtered by measure and place itself, so the filter seeks
+    an index instead of waiting for the union; the value before is read after the limit."""
+    obs, rev = Observation, ObservationRevision
+    current = (obs.received_at, obs.revisions, obs.value, obs.batch_id)
+    replaced = (rev.received_at, rev.revision, rev.value, rev.batch_id)
+    selects = []
+    for (at, revision, value, batch_id), source in ((current, None), (replaced, rev)):
+        query = select(
+            at.label("at"),
+            obs.id.label("sort_id"),
             Batch.agency_id.label("agency_id"),
             Batch.channel.label("channel"),
             Batch.token_id.label("token_id"),
@@ -81,23 +86,24 @@ def _revision_changes(measure_id: str | None, place_id: str | None):
             Batch.id.label("batch_id"),
             Batch.feed_run_id.label("feed_run_id"),
             literal("observation").label("kind"),
-            revisions.c.revision.label("revision"),
-            Observation.measure_id.label("measure_id"),
-            Observation.place_id.label("place_id"),
-            Observation.date.label("date"),
-            Observation.dims_key.label("dims_key"),
-            revisions.c.observation_id.label("observation_id"),
-            revisions.c.value.label("new_value"),
-            literal(None).label("event_id"),
-        )
-        .join(Observation, Observation.id == revisions.c.observation_id)
-        .join(Batch, Batch.id == revisions.c.batch_id)
-    )
-    if measure_id:
-        query = query.where(Observation.measure_id == measure_id)
-    if place_id:
-        query = query.where(Observation.place_id == place_id)
-    return query
+            revision.label("revision"),
+            obs.measure_id.label("measure_id"),
+            obs.place_id.label("place_id"),
+            obs.date.label("date"),
+            obs.dims_key.label("dims_key"),
+            obs.id.label("observation_id"),
+            value.label("new_value"),
+            _none(Integer).label("event_id"),
+        ).select_from(obs)
+        if source is not None:
+            query = query.join(source, source.observation_id == obs.id)
+        query = query.join(Batch, Batch.id == batch_id)
+        if measure_id:
+            query = query.where(obs.measure_id == measure_id)
+        if place_id:
+            query = query.where(obs.place_id == place_id)
+        selects.append(query)
+    return selects
 
 
 def _events(measure_id: str | None, place_id: str | None):
@@ -109,15 +115,15 @@ def _events(measure_id: str | None, place_id: str | None):
         AuditEvent.token_id.label("token_id"),
         AuditEvent.user_id.label("user_id"),
         AuditEvent.batch_id.label("batch_id"),
-        literal(None).label("feed_run_id"),
+        _none(Integer).label("feed_run_id"),
         literal("event").label("kind"),
-        literal(None).label("revision"),
+        _none(Integer).label("revision"),
         AuditEvent.measure_id.label("measure_id"),
         AuditEvent.place_id.label("place_id"),
-        literal(None).label("date"),
-        literal(None).label("dims_key"),
-        literal(None).label("observation_id"),
-        literal(None).label("new_value"),
+        _none(Date).label("date"),
+        _none(String).label("dims_key"),
+        _none(Integer).label("observation_id"),
+        _none(Float).label("new_value"),
         AuditEvent.id.label("event_id"),
     )
     if measure_id:
@@ -125,6 +131,12 @@ def _events(measure_id: str | None, place_id: str | None):
     if place_id:
         query = query.where(AuditEvent.place_id == place_id)
     return query
+
+
+def _none(kind):
+    """A typed NULL: PostgreSQL settles a UNION's column types branch by branch, and an
+    untyped NULL in two branches becomes text before it meets the third's integer."""
+    return cast(null(), kind)
 
 
 def _entry(row, events: dict[int, AuditEvent], olds: dict[tuple[int, int], Any]) -> dict[str, Any]:

@@ -186,6 +186,8 @@ def disable_user(
         raise TrackerError("you cannot disable your own account")
     if user.disabled_at is None:
         user.disabled_at = utcnow()
+        # Ends its sessions for good: enabling it again must not bring them back.
+        user.session_version += 1
         _audit(session, "user.disable", f"user/{user.email}", user.agency_id, by_user_id, channel)
         session.flush()
     return user

@@ -211,7 +211,7 @@ class ObservationRevision(SQLModel, table=True):
     """A value an observation held before its current one, with who sent it (its batch).
 
     Copied from the observation row when a new revision replaces it; with the row itself
-    these are every value ever sent (tracker.history.observation_revisions reads both).
+    these are every value ever sent (every_revision() below reads both).
     """
 
     id: int | None = Field(default=None, primary_key=True)

@@ -39,15 +39,18 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column('first_received_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
         )
+    # By row order, not revision number: before the per-agency write lock, two batches at
+    # once could store two rows with one number. The first row is revision 1, the last
+    # is the observation's current value.
     op.execute(
         "UPDATE observation SET first_received_at = COALESCE("
         " (SELECT r.received_at FROM observationrevision r"
-        "  WHERE r.observation_id = observation.id AND r.revision = 1),"
+        "  WHERE r.observation_id = observation.id ORDER BY r.id LIMIT 1),"
         " received_at)"
     )
     op.execute(
-        "DELETE FROM observationrevision WHERE revision ="
-        " (SELECT o.revisions FROM observation o WHERE o.id = observationrevision.observation_id)"
+        "DELETE FROM observationrevision WHERE id IN"
+        " (SELECT max(id) FROM observationrevision GROUP BY observation_id)"
     )
     # The table that refers to observation first: SQLite rebuilds a table to drop a key.
     with op.batch_alter_table('observationrevision', naming_convention=NAMES) as batch_op:
@@ -62,6 +65,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Re-adding the keys fails if a reference was left dangling meanwhile (none should be).
     op.execute(
         "INSERT INTO observationrevision"
         " (observation_id, revision, value, batch_id, received_at, note)"
