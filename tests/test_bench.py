@@ -1,0 +1,75 @@
+"""The benchmarks still fit the schema: each loads a few rows the way it loads millions.
+
+They are run by hand (docs/performance.md), so without these a schema change would
+leave them broken until someone next measures.
+"""
+
+import importlib.util
+from datetime import date, timedelta
+from pathlib import Path
+
+from sqlmodel import Session
+
+from tracker.cli import initialise
+from tracker.rollup import RollupCache, rollup
+from tracker.settings import Settings
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _bench(name: str):
+    """bench/NAME.py as a module, without putting bench/ on the import path."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ingest = _bench("ingest")
+rollup_bench = _bench("rollup")
+
+
+def test_the_ingest_baselines_load_into_tables_shaped_like_the_observation_table(
+    database_url, tmp_path
+):
+    today = date.today()
+    tree = ingest.write_city(tmp_path, today - timedelta(days=400), today + timedelta(days=30))
+    rows = [(ingest.measure(m), ingest.place(n), today, 1.0) for m in range(2) for n in range(3)]
+    for kind in ingest.RAW_KINDS:
+        _settings, engine, _token = ingest.prepare(database_url, tree, tmp_path)
+        try:
+            # Checks the table against the model, then that every row went in.
+            assert ingest.raw_ingest(engine, [rows[:3], rows[3:]], kind) > 0
+            with engine.begin() as connection:
+                connection.exec_driver_sql("DROP TABLE raw_observation")
+                connection.exec_driver_sql("DELETE FROM batch")
+        finally:
+            engine.dispose()
+
+
+def test_the_rollup_bench_loads_observations_the_roll_up_reads(database_url, tmp_path):
+    today = date.today()
+    start = today - timedelta(days=7 * 5)
+    tree = rollup_bench.write_city(tmp_path, 4, 3, start, today)
+    settings = Settings(
+        database_url=database_url, tree=tree, instance_path=tmp_path, secret_key="t", _env_file=None
+    )
+    engine, _ = initialise(settings)
+    try:
+        with Session(engine) as session:
+            batches = rollup_bench.make_batches(session)
+            rows = rollup_bench.observation_rows(batches, start, 4, 4, 3)
+            assert rollup_bench.bulk_load(session, rows) == 4 * 4 * 3
+            session.commit()
+            answer = rollup(session, place_id=None, on=today, cache=RollupCache())
+        measures = [node for result in answer.results for node in _measures(result)]
+        assert measures and all(m.measure.value is not None for m in measures)
+    finally:
+        engine.dispose()
+
+
+def _measures(node):
+    if node.kind == "measure":
+        yield node
+    for child in node.children:
+        yield from _measures(child)
