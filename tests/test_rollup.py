@@ -755,3 +755,33 @@ def test_timeliness_of_an_unknown_agency_is_not_found(city):
 )
 def test_period_index(frequency, day, index):
     assert period_index(frequency, day, date(2020, 1, 1)) == index
+
+
+def test_a_write_reuses_the_definitions_and_a_tree_change_reads_them_again(city, tmp_path):
+    from tracker.rollup import load_tree
+    from tracker.tree import load_tree as read_tree_file
+    from tracker.tree import store_tree
+
+    cache = RollupCache()
+    before = load_tree(city, cache)
+    submit(city, "eqc", obs("homes", "opawa", "2020-01-10", 20))
+    after = load_tree(city, cache)
+    assert after.nodes is before.nodes and after.places is before.places
+    assert after.measures["homes"].version == before.measures["homes"].version + 1
+    assert after.measures["homes"].places is before.measures["homes"].places
+    assert after.measures["flat"] is before.measures["flat"]
+
+    boundaries = (CITY_TREE.parent / "../tiny_city/neighbourhoods.geojson").resolve()
+    text = CITY_TREE.read_text(encoding="utf-8")
+    changed = text.replace("title: Homes repaired", "title: Homes repaired or rebuilt", 1)
+    assert changed != text
+    edited = tmp_path / "city.yaml"
+    edited.write_text(
+        changed.replace("../tiny_city/neighbourhoods.geojson", str(boundaries)), encoding="utf-8"
+    )
+    store_tree(city, read_tree_file(edited))
+    city.commit()
+    reread = load_tree(city, cache)
+    assert reread.nodes is not after.nodes
+    assert reread.nodes["homes"].title == "Homes repaired or rebuilt"
+    assert node(city, "homes", cache=cache)["value"] == 20

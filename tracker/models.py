@@ -133,6 +133,9 @@ class Node(SQLModel, table=True):
     dimensions: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     source: str | None = Field(default=None, max_length=10)  # None | works
     data_version: int = 0  # bumped by every write to this measure; keys roll-up caches
+    # Bumped (with data_version) only when the tree changes the node's definition or
+    # places: keys the roll-up's cache of definitions, which writes leave alone.
+    definition_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     retired_at: datetime | None = None
 
 

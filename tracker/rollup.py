@@ -6,10 +6,11 @@ measures the sums over [start, day] (GROUP BY). Python then combines these small
 per-(measure, neighbourhood) results into areas, the city, outputs and results.
 
 Caching. Every write bumps `Node.data_version` of the measures it changes, and loading the
-tree bumps the nodes whose definition changed. Each request reads all (node, data_version)
-pairs in one query and keys everything by them, so a warm request computes nothing, a
-write to a few measures recomputes only those measures, and app processes sharing one
-database never serve each other's stale figures. The cache lives in the process
+tree bumps both it and `Node.definition_version` of the nodes whose definition changed.
+Each request reads every node's two versions in one query and keys everything by them, so
+a warm request computes nothing, a write to a few measures recomputes only those measures
+(and re-reads no definition), and app processes sharing one database never serve each
+other's stale figures. The cache lives in the process
 (`RollupCache`, bounded LRUs), one per app.
 
 Progress, expected progress and the status bands are computed with exact fractions, so a
@@ -21,7 +22,7 @@ import math
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from itertools import pairwise
@@ -103,8 +104,9 @@ class RollupCache:
     """Figures already computed, keyed by the data versions they were computed from."""
 
     def __init__(self, answers: int = 512, measures: int = 2048):
-        self.trees = LRU(4)  # definitions, by the versions of every node
-        self.places = LRU(4096)  # a measure's places, baselines and targets, by its version
+        self.definitions = LRU(4)  # trees, by every node's definition version
+        self.trees = LRU(4)  # the same with each measure's data version, by both versions
+        self.places = LRU(4096)  # a measure's places, baselines and targets, by definition
         self.leaves = LRU(measures)  # a measure's neighbourhood values for a day and filter
         self.figures = LRU(8 * measures)  # a measure's figures at a place, day and filter
         self.answers = LRU(answers)  # whole roll-ups, by place, day, filter and versions
@@ -185,14 +187,42 @@ class TreeDef:
 
 
 def load_tree(session: Session, cache: RollupCache | None = None) -> TreeDef:
-    """The current definitions: one cheap query when nothing changed since the last call."""
+    """The current definitions: one cheap query when nothing changed since the last call.
+
+    After a write only data versions move: the definitions are reused and the written
+    measures just carry their new version, so no node or place is read again.
+    """
     cache = cache or RollupCache()
-    key = tuple(map(tuple, session.execute(select(Node.id, Node.data_version).order_by(Node.id))))
+    key = tuple(
+        map(
+            tuple,
+            session.execute(
+                select(Node.id, Node.definition_version, Node.data_version).order_by(Node.id)
+            ),
+        )
+    )
     tree = cache.trees.get(key)
     if tree is None:
-        tree = _build_tree(session, cache, key)
+        definitions = tuple((node_id, version) for node_id, version, _ in key)
+        built = cache.definitions.get(definitions)
+        if built is None:
+            built = _build_tree(session, cache, definitions)
+            cache.definitions.put(definitions, built)
+        tree = _with_data_versions(built, key)
         cache.trees.put(key, tree)
     return tree
+
+
+def _with_data_versions(tree: TreeDef, key: tuple) -> TreeDef:
+    """`tree` with each measure's version set to its data version in `key`."""
+    versions = {node_id: data_version for node_id, _, data_version in key}
+    measures = {
+        measure_id: measure
+        if measure.version == versions[measure_id]
+        else replace(measure, version=versions[measure_id])
+        for measure_id, measure in tree.measures.items()
+    }
+    return replace(tree, key=key, measures=measures)
 
 
 def _build_tree(session: Session, cache: RollupCache, key: tuple) -> TreeDef:
@@ -248,7 +278,7 @@ def _measure_places(
     session: Session, cache: RollupCache, rows: list[Node]
 ) -> list[dict[str, tuple[float | None, float | None]]]:
     """Each measure's {place: (baseline, target)}, read only for measures not cached."""
-    found = {row.id: cache.places.get((row.id, row.data_version)) for row in rows}
+    found = {row.id: cache.places.get((row.id, row.definition_version)) for row in rows}
     missing = [row.id for row in rows if found[row.id] is None]
     if missing:
         fresh: dict[str, dict] = {measure_id: {} for measure_id in missing}
@@ -264,7 +294,7 @@ def _measure_places(
         for row in rows:
             if row.id in fresh:
                 found[row.id] = fresh[row.id]
-                cache.places.put((row.id, row.data_version), fresh[row.id])
+                cache.places.put((row.id, row.definition_version), fresh[row.id])
     return [found[row.id] for row in rows]
 
 

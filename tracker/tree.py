@@ -908,7 +908,8 @@ def store_tree(session: Session, tree: Tree) -> None:
     """Upsert the tree's agencies, nodes, dimensions and feeds; the caller commits.
 
     Ids the file dropped are retired (never deleted) and un-retired when they come back.
-    A node's data_version goes up whenever its definition or its places change.
+    A node's definition_version and data_version go up whenever its definition or its
+    places change.
     """
     now = utcnow()
     _store_agencies(session, tree, now)
@@ -958,11 +959,17 @@ def _store_nodes(session: Session, tree: Tree, now: datetime) -> None:
         if isinstance(node, MeasureSpec):
             changed |= _store_places(session, node, place_rows.get(node.id, {}))
         if changed and node.id not in new:
-            row.data_version += 1
+            _definition_changed(row)
     for row in rows.values():
         if row.retired_at is None:
             row.retired_at = now
-            row.data_version += 1
+            _definition_changed(row)
+
+
+def _definition_changed(row: Node) -> None:
+    """A changed definition changes the figures too: both versions move."""
+    row.definition_version += 1
+    row.data_version += 1
 
 
 def _node_values(node: NodeSpec, kind: str, parent_id: str | None, position: int) -> dict:
