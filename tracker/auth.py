@@ -231,10 +231,15 @@ def set_password(
 
 def find_user(session: Session, email: str) -> User:
     """The account with `email` (any case); NotFound otherwise."""
-    user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+    user = _user_by_email(session, email)
     if user is None:
         raise NotFound(f"no account for {email.strip().lower()}")
     return user
+
+
+def _user_by_email(session: Session, email: str) -> User | None:
+    """Emails are stored lower-case (create_user), so sign-in and look-ups ignore case."""
+    return session.exec(select(User).where(User.email == email.strip().lower())).first()
 
 
 def _get_user(session: Session, user_id: int) -> User:
@@ -339,7 +344,7 @@ def authenticate(
         raise LoginRefused(
             "Too many failed sign-ins from your network. Try again in a few minutes.", status=429
         )
-    user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+    user = _user_by_email(session, email)
     usable = user is not None and user.disabled_at is None and not _locked(user, now)
     # Hash even when the answer is already known, so timing does not tell accounts apart.
     matches = check_password_hash(user.password_hash if usable else _dummy_hash(), password)
