@@ -32,6 +32,14 @@ from sqlmodel import Session, select
 from yaml.constructor import SafeConstructor
 
 from tracker.errors import TrackerError
+from tracker.limits import (
+    MAX_DIMS_KEY,
+    MAX_FEED_EVERY_MINUTES,
+    MAX_FEED_TIMEOUT,
+    MAX_WEIGHT,
+    date_problem,
+    magnitude_problem,
+)
 from tracker.models import Agency, Dimension, Feed, MeasurePlace, Node, utcnow
 from tracker.places import Boundary, PlacesError, read_boundaries
 
@@ -99,6 +107,17 @@ def _positive(value: float) -> float:
     return value
 
 
+def _at_most(limit: float):
+    """A validator refusing numbers over `limit` (a weight or timeout beyond any use)."""
+
+    def check(value: float) -> float:
+        if value > limit:
+            raise ValueError(f"must be at most {limit:g}")
+        return value
+
+    return check
+
+
 def _fraction(value: float) -> float:
     """A share of the way from start (0) to due (1)."""
     if not 0 <= value <= 1:
@@ -130,6 +149,9 @@ def _every(value: str) -> str:
     match = EVERY.fullmatch(value)
     if not match or int(match[1]) == 0:
         raise ValueError("must be a positive whole number followed by m, h or d (e.g. 6h)")
+    minutes = int(match[1]) * {"m": 1, "h": 60, "d": 24 * 60}[value[-1]]
+    if minutes > MAX_FEED_EVERY_MINUTES:
+        raise ValueError("must be at most a year (366d)")
     return value
 
 
@@ -150,17 +172,22 @@ def _is_number(value: Any) -> bool:
 
 
 def _number_or_map(value: Any) -> float | dict[str, float]:
-    """A baseline or target: one number, or a finite number per place id."""
-    if _is_number(value) and math.isfinite(value):
-        return float(value)
-    if (
-        isinstance(value, dict)
-        and value
-        and all(isinstance(k, str) for k in value)
-        and all(_is_number(v) and math.isfinite(v) for v in value.values())
-    ):
+    """A baseline or target: one number, or a number per place id, each within bounds."""
+    if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+        numbers = list(value.values())
+    elif _is_number(value):
+        numbers = [value]
+    else:
+        raise ValueError("must be a number or a map of place id to number")
+    for number in numbers:
+        if not (_is_number(number) and math.isfinite(number)):
+            raise ValueError("must be a number or a map of place id to number")
+    for place, number in value.items() if isinstance(value, dict) else [(None, value)]:
+        if problem := magnitude_problem(number):
+            raise ValueError(f"{problem} ({place}: {number:g})" if place else problem)
+    if isinstance(value, dict):
         return {key: float(number) for key, number in value.items()}
-    raise ValueError("must be a number or a map of place id to number")
+    return float(value)
 
 
 def _date(value: Any) -> date:
@@ -168,6 +195,8 @@ def _date(value: Any) -> date:
     parsed = _as_date(value)
     if parsed is None:
         raise ValueError("must be a date like 2016-12-31")
+    if problem := date_problem(parsed):
+        raise ValueError(problem)
     return parsed
 
 
@@ -184,6 +213,8 @@ Unit = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Date = Annotated[date, PlainValidator(_date)]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Positive = Annotated[Number, AfterValidator(_positive)]
+Weight = Annotated[Positive, AfterValidator(_at_most(MAX_WEIGHT))]
+Timeout = Annotated[Positive, AfterValidator(_at_most(MAX_FEED_TIMEOUT))]
 NumberOrMap = Annotated[float | dict[str, float], PlainValidator(_number_or_map)]
 DimensionName = Annotated[str, StringConstraints(max_length=50), AfterValidator(_dimension_name)]
 DimensionValue = Annotated[
@@ -233,7 +264,7 @@ class FeedSpec(_Spec):
     every: Annotated[str, AfterValidator(_every)] | None = None
     cron: Annotated[str, AfterValidator(_cron)] | None = None
     provides: Literal["observations", "works"] = "observations"
-    timeout: Positive = 30.0
+    timeout: Timeout = 30.0
     measure: Slug | None = None
     fields: dict[str, str] = {}
     place_match: Literal["id", "name"] = "id"
@@ -300,7 +331,7 @@ class MeasureSpec(_Spec):
     places: Annotated[list[Slug], AfterValidator(_unique)] = []
     milestones: list[Milestone] = []
     dimensions: Annotated[list[str], AfterValidator(_unique)] = []
-    weight: Positive = 1.0
+    weight: Weight = 1.0
     source: Literal["works"] | None = None
 
     @model_validator(mode="before")
@@ -319,7 +350,7 @@ class OutputSpec(_Spec):
     id: Slug
     agency: Slug
     title: Title
-    weight: Positive = 1.0
+    weight: Weight = 1.0
     measures: list[MeasureSpec] = []
 
 
@@ -328,7 +359,7 @@ class ResultSpec(_Spec):
 
     id: Slug
     title: Title
-    weight: Positive = 1.0
+    weight: Weight = 1.0
     results: list["ResultSpec"] = []
     outputs: list[OutputSpec] = []
 
@@ -822,6 +853,18 @@ class _Checker:
                     (*loc, "dimensions", index),
                     f"{label}: dimension {name!r} is not declared under dimensions",
                 )
+        # Each observation stores its cell as "name=value|name=value" in a sized column.
+        longest = sum(
+            len(name) + 1 + max(map(len, map(str, declared[name])), default=0) + 1
+            for name in dimensions
+            if isinstance(name, str) and isinstance(declared.get(name), list)
+        )
+        if longest - 1 > MAX_DIMS_KEY:
+            self.report(
+                (*loc, "dimensions"),
+                f"{label}: its dimension names and values are too long together "
+                f"({longest - 1} characters for a cell, at most {MAX_DIMS_KEY})",
+            )
 
     def _check_dates(self, loc: Loc, label: str, measure: dict) -> None:
         """Due not before start; milestones inside [start, due], progress never falling."""
