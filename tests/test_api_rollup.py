@@ -10,6 +10,7 @@ from tracker.settings import Settings
 
 NODE_KEYS = {"id", "kind", "title", "progress", "expected", "status", "coverage", "children"}
 MEASURE_KEYS = NODE_KEYS | {"value", "target", "baseline", "unit", "as_of", "stale", "forecast"}
+MEASURE_KEYS |= {"problem"}  # an extension: why some stored values cannot be used
 
 
 @pytest.fixture

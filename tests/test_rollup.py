@@ -668,6 +668,7 @@ def test_explain_a_measure_lists_each_leaf_value_with_its_source(city):
         "target": 300,
         "observations": [],
         "works": [],
+        "problem": None,
     }
 
 

@@ -49,6 +49,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from tracker.errors import NotFound, TrackerError
+from tracker.limits import MAX_MAGNITUDE
 from tracker.models import (
     Agency,
     Batch,
@@ -70,6 +71,13 @@ FREQUENCY_MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
 DEFAULT_TIMEZONE = "Pacific/Auckland"
 
 Filters = tuple[tuple[str, str], ...]  # sorted (dimension, value) pairs; () for none
+# Values outside ±MAX_MAGNITUDE are refused on the way in, but rows stored before that
+# rule may hold them: the roll-up leaves such a neighbourhood out (it lowers coverage)
+# and says so, rather than letting one sum overflow every figure of the tree.
+UNUSABLE = (
+    f"a stored value is outside ±{MAX_MAGNITUDE:.0e}; this neighbourhood's figure cannot be "
+    "computed until the agency sends a new value"
+)
 
 
 # --- the cache --------------------------------------------------------------------------
@@ -564,7 +572,9 @@ def _works_completed(measure_ids: list[str], on: date):
     """(measure, place, day, amount) of completed works, summed per day."""
     parts = _counted_works(measure_ids, on).subquery("counted")
     return (
-        select(parts.c.measure_id, parts.c.place_id, parts.c.day, func.sum(parts.c.amount))
+        select(
+            parts.c.measure_id, parts.c.place_id, parts.c.day, func.sum(_guarded(parts.c.amount))
+        )
         .group_by(parts.c.measure_id, parts.c.place_id, parts.c.day)
         .order_by(parts.c.measure_id, parts.c.place_id, parts.c.day.desc())
     )
@@ -671,7 +681,7 @@ def _flow_totals(series: list[tuple[MeasureDef, str]], on: date):
     groups = _series(series)
     obs = aliased(Observation)
     total = (
-        select(func.sum(obs.value))
+        select(func.sum(_guarded(obs.value)))
         .where(
             obs.measure_id == groups.c.measure_id,
             obs.place_id == groups.c.place_id,
@@ -682,6 +692,13 @@ def _flow_totals(series: list[tuple[MeasureDef, str]], on: date):
         .scalar_subquery()
     )
     return select(groups.c.measure_id, groups.c.place_id, groups.c.dims_key, total)
+
+
+def _guarded(value):
+    """`value` for a SUM that cannot overflow: one outside ±MAX_MAGNITUDE counts as
+    infinity (PostgreSQL raises an error on an overflowing SUM; SQLite returns infinity),
+    so the sum comes back non-finite and the figure is marked unusable."""
+    return case((func.abs(value) > MAX_MAGNITUDE, literal(math.inf, Float)), else_=value)
 
 
 def _chunks(
@@ -725,6 +742,8 @@ def _facts(
 ) -> LeafFacts | None:
     """A neighbourhood's value (rules 1, 2 and the filter rule) from its cells' rows."""
     cell_totals = {key: totals.get((measure_id, place_id, key), 0.0) for key in cells}
+    if not _usable(cells, cell_totals):
+        return LeafFacts(math.nan, max(rows[0][0] for rows in cells.values()))
     if filters:
         wanted = dict(filters)
         matching = {k: rows for k, rows in cells.items() if _matches(k, wanted)}
@@ -735,6 +754,13 @@ def _facts(
         return LeafFacts(value, as_of)
     history = _history(kind, cells, cell_totals)
     return LeafFacts(history[0][1], history[0][0], history) if history else None
+
+
+def _usable(cells: Cells, totals: Mapping[str, float]) -> bool:
+    """Whether every row and sum a neighbourhood's figure rests on is inside the bounds."""
+    return all(math.isfinite(total) for total in totals.values()) and all(
+        abs(value) <= MAX_MAGNITUDE for rows in cells.values() for _, value in rows
+    )
 
 
 def _history(
@@ -798,6 +824,7 @@ class MeasureValues:
     as_of: date | None
     stale: bool | None
     forecast: date | None
+    problem: str | None = None  # why some neighbourhoods' values cannot be used
 
 
 @dataclass(frozen=True)
@@ -838,6 +865,7 @@ class Figures:
                 "as_of": _iso(m.as_of),
                 "stale": m.stale,
                 "forecast": _iso(m.forecast),
+                "problem": m.problem,
             }
         return answer
 
@@ -968,7 +996,8 @@ def measure_figures(
 ) -> Figures:
     """Rules 1–5 and 7–9 for one measure at one place."""
     leaves = sorted(tree.leaves_below[place.id] & measure.places.keys())
-    reported = [leaf for leaf in leaves if leaf in facts]
+    unusable = [leaf for leaf in leaves if leaf in facts and math.isnan(facts[leaf].value)]
+    reported = [leaf for leaf in leaves if leaf in facts and leaf not in unusable]
     value = aggregate(measure.aggregate, [facts[leaf].value for leaf in reported])
     if filters:
         baseline = target = None  # no targets for a filtered view in version 1
@@ -988,6 +1017,7 @@ def measure_figures(
         as_of=as_of,
         stale=stale,
         forecast=forecast(points, value=value, target=target, progress_now=p),
+        problem=f"{', '.join(unusable)}: {UNUSABLE}" if unusable else None,
     )
     coverage = Fraction(len(reported), len(leaves)) if leaves else None
     return Figures(
@@ -1123,13 +1153,17 @@ def measure_series(
     points = []
     cells: dict[str, dict[str, float]] = defaultdict(dict)  # place → cell → value (flow: sum)
     for index, (day, leaf, key, value) in enumerate(rows):
+        if not abs(value) <= MAX_MAGNITUDE:
+            value = math.nan  # unusable (see UNUSABLE); a flow's sum stays so from here on
         if adds_up:
             cells[leaf][key] = cells[leaf].get(key, 0.0) + value
         else:
             cells[leaf][key] = value
         if index + 1 < len(rows) and rows[index + 1][0] == day:
             continue  # one point per date, after every row of that date
-        reported = sorted(cells)
+        reported = sorted(
+            p for p, values in cells.items() if not any(map(math.isnan, values.values()))
+        )
         point_value = aggregate(measure.aggregate, [math.fsum(cells[p].values()) for p in reported])
         baseline, target = place_baseline_target(measure, place, tree.city_id, reported)
         e = expected_progress(measure.start, measure.due, measure.milestones, day)
@@ -1215,11 +1249,13 @@ def _leaf_trail(
     leaves = sorted(tree.leaves_below[place.id] & measure.places.keys())
     sources = _sources(session, measure, leaves, on) if not measure.from_works else {}
     works = _works_behind(session, measure, leaves, on) if measure.from_works else {}
+    usable = {leaf for leaf, fact in facts.items() if not math.isnan(fact.value)}
     return [
         {
             "place": leaf,
-            "value": facts[leaf].value if leaf in facts else None,
-            "counted": leaf in facts,
+            "value": facts[leaf].value if leaf in usable else None,
+            "counted": leaf in usable,
+            "problem": UNUSABLE if leaf in facts and leaf not in usable else None,
             "baseline": measure.places[leaf][0],
             "target": measure.places[leaf][1],
             "observations": sources.get(leaf, []),

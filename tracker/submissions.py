@@ -29,10 +29,11 @@ from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, true, update
 from sqlmodel import Session
 
 from tracker.errors import TrackerError
+from tracker.limits import EARLIEST_DATE, MAX_MAGNITUDE, date_problem, magnitude_problem
 from tracker.models import (
     AuditEvent,
     Batch,
@@ -329,10 +330,13 @@ def _load_rules(session: Session, rows: Iterable[dict[str, Any]]) -> dict[str, M
     if not names:
         return {}
     output = Node.__table__.alias("output_node")
+    # A batch naming thousands of (unknown) measures reads every measure instead of
+    # binding a parameter per name.
+    named = Node.id.in_(names) if len(names) <= _IN_CHUNK else true()
     found = session.execute(
         select(Node.id, output.c.agency_id, Node.dimensions, Node.source)
         .join(output, output.c.id == Node.parent_id)
-        .where(Node.id.in_(names), Node.kind == "measure", Node.retired_at.is_(None))
+        .where(named, Node.kind == "measure", Node.retired_at.is_(None))
     ).all()
     places: dict[str, set[str]] = {m.id: set() for m in found}
     for measure_id, place_id in session.execute(
@@ -406,7 +410,8 @@ def _quick_row(
             or place_id not in measure.places
             or type(when) is not date
             or when > today
-            or not math.isfinite(value)
+            or when < EARLIEST_DATE
+            or not abs(value) <= MAX_MAGNITUDE  # NaN too
         ):
             return None
     except (KeyError, TypeError, ValueError, OverflowError):
@@ -480,6 +485,9 @@ def _parse_date(raw: Any, fail, today: date) -> date | None:
     if when > today:
         fail("date", f"date {raw} is in the future")
         return None
+    if problem := date_problem(when):
+        fail("date", f"date {problem}, got {raw}")
+        return None
     return when
 
 
@@ -497,21 +505,21 @@ def _iso_date(raw: str) -> date | str | None:
         return f"{raw!r} is not a real date"
 
 
-def _parse_value(raw: Any, fail) -> float | None:
+def _parse_value(raw: Any, fail, name: str = "value") -> float | None:
     """A finite number; null (or an empty CSV cell) retracts the current value."""
     if raw is ...:
-        fail("value", "value is required (null retracts the current value)")
+        fail(name, f"{name} is required (null retracts the current value)")
         return None
     if raw is None or raw == "":
         return None
     if isinstance(raw, bool):
-        fail("value", "value must be a number, got a boolean")
+        fail(name, f"{name} must be a number, got a boolean")
         return None
     if isinstance(raw, str):
         try:
             number = float(raw.strip())
         except ValueError:
-            fail("value", f"value must be a number, got {raw!r}")
+            fail(name, f"{name} must be a number, got {_short(raw)}")
             return None
     elif isinstance(raw, int | float):
         try:
@@ -519,12 +527,29 @@ def _parse_value(raw: Any, fail) -> float | None:
         except OverflowError:  # an integer with hundreds of digits
             number = math.inf
     else:
-        fail("value", f"value must be a number, got {type(raw).__name__}")
+        fail(name, f"{name} must be a number, got {type(raw).__name__}")
         return None
     if not math.isfinite(number):
-        fail("value", f"value must be a finite number, got {raw!r}")
+        fail(name, f"{name} must be a finite number, got {_short(raw)}")
+        return None
+    if problem := magnitude_problem(number):
+        fail(name, f"{name} {problem}, got {_short(raw)}")
         return None
     return number
+
+
+def _short(raw: Any) -> str:
+    """A value as an error message quotes it: a number of 5,000 digits is not repeated."""
+    text = repr(raw) if isinstance(raw, str) else _number_text(raw)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
+
+
+def _number_text(number: Any) -> str:
+    """A number as text; an integer of thousands of digits has no str() in Python 3.11+."""
+    try:
+        return str(number)
+    except ValueError:
+        return f"an integer of about {int(number.bit_length() * 0.30103)} digits"
 
 
 def _parse_dims(raw: Any, measure: MeasureRules | None, allowed, fail) -> str:
@@ -909,7 +934,10 @@ def _validate_work(session, number, raw, measures, extent, resolve_street):
         fail("actual_end", f"a {status} work cannot have actual_end")
 
     measure_id = raw.get("measure")
-    if measure_id is not None and measure_id not in measures:
+    if measure_id is not None and not isinstance(measure_id, str):
+        fail("measure", f"measure must be a measure id, got {type(measure_id).__name__}")
+        measure_id = None
+    elif measure_id is not None and measure_id not in measures:
         fail("measure", f"{measure_id!r} is not a measure derived from works (source: works)")
     quantity = raw.get("quantity")
     if quantity is not None:
@@ -917,7 +945,7 @@ def _validate_work(session, number, raw, measures, extent, resolve_street):
             fail("quantity", "quantity must be a number")
             quantity = None
         else:
-            quantity = _parse_value(quantity, lambda _f, m: fail("quantity", m))
+            quantity = _parse_value(quantity, fail, "quantity")
             if quantity is not None and quantity < 0:
                 fail("quantity", "quantity cannot be negative")
             if measure_id is None:
@@ -958,10 +986,14 @@ def _optional_date(raw: Any, name: str, fail) -> date | None:
         fail(name, f"{name} must be YYYY-MM-DD, got {raw!r}")
         return None
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         fail(name, f"{raw!r} is not a real date")
         return None
+    if problem := date_problem(day):
+        fail(name, f"{name} {problem}, got {raw}")
+        return None
+    return day
 
 
 def _store_works(
@@ -980,10 +1012,14 @@ def _store_works(
 
     if not dry_run:
         _lock_agency_writes(session, agency_id)
+    refs = [w.ref for w in works]
     existing = {
         w.ref: w
+        for start in range(0, len(refs), _IN_CHUNK)
         for w in session.scalars(
-            select(Work).where(Work.agency_id == agency_id, Work.ref.in_([w.ref for w in works]))
+            select(Work).where(
+                Work.agency_id == agency_id, Work.ref.in_(refs[start : start + _IN_CHUNK])
+            )
         )
     }
     planned: list[tuple[CleanWork, dict[str, Any], Work | None]] = []

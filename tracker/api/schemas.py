@@ -4,7 +4,9 @@ import datetime
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from tracker.limits import date_problem
 
 
 class Strict(BaseModel):
@@ -58,7 +60,16 @@ def _iso_date_text(value: Any) -> Any:
     return value
 
 
-IsoDate = Annotated[datetime.date, BeforeValidator(_iso_date_text)]
+def _within_calendar(value: datetime.date) -> datetime.date:
+    """Days past the tracker's calendar would overflow a window or a trajectory."""
+    if problem := date_problem(value):
+        raise ValueError(f"dates {problem}")
+    return value
+
+
+IsoDate = Annotated[
+    datetime.date, BeforeValidator(_iso_date_text), AfterValidator(_within_calendar)
+]
 Status = Literal["complete", "on_track", "at_risk", "off_track", "no_target", "no_data"]
 
 
@@ -118,6 +129,11 @@ class MeasureNode(RollupNodeBase):
     as_of: datetime.date | None = Field(description="latest observation date used")
     stale: bool | None = Field(description="null when nothing has been reported")
     forecast: datetime.date | None = Field(description="day the trend reaches the target")
+    problem: str | None = Field(
+        None,
+        description="why some neighbourhoods' stored values cannot be used (they are left "
+        "out, lowering coverage); null normally",
+    )
 
 
 RollupNode = Annotated[ResultNode | MeasureNode, Field(discriminator="kind")]
@@ -172,6 +188,11 @@ class ExplainMeasureFigures(ExplainFiguresBase):
     as_of: datetime.date | None
     stale: bool | None
     forecast: datetime.date | None
+    problem: str | None = Field(
+        None,
+        description="why some neighbourhoods' stored values cannot be used (they are left "
+        "out, lowering coverage); null normally",
+    )
 
 
 class ExplainObservation(BaseModel):
@@ -202,6 +223,7 @@ class ExplainLeaf(BaseModel):
     place: str
     value: float | None
     counted: bool = Field(description="whether this neighbourhood's value went into the figure")
+    problem: str | None = Field(None, description="why its stored value cannot be used")
     baseline: float | None
     target: float | None
     observations: list[ExplainObservation] = Field(

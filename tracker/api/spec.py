@@ -140,7 +140,8 @@ def parse_query(model: type[BaseModel]) -> BaseModel:
         problems = []
         for error in exc.errors(include_url=False):
             name = ".".join(str(part) for part in error["loc"]) or "query"
-            problems.append(f"parameter {name!r}: {error['msg']}")
+            message = error["msg"].removeprefix("Value error, ")  # our own validators' words
+            problems.append(f"parameter {name!r}: {message}")
         raise TrackerError("; ".join(problems)) from None
 
 

@@ -189,6 +189,12 @@ def _read_body(body: bytes, key: str, read_csv: Callable[[bytes], InputRows]) ->
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         problem = RowError(None, None, f"the body is not valid JSON ({exc})")
         raise SubmissionRejected([problem]) from None
+    except RecursionError:
+        problem = RowError(None, None, "the body nests lists or objects too deeply")
+        raise SubmissionRejected([problem]) from None
+    except ValueError:  # Python refuses integers of over 4,300 digits
+        problem = RowError(None, None, "the body has a number of over 4,300 digits")
+        raise SubmissionRejected([problem]) from None
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise SubmissionRejected([RowError(None, key, f'expected {{"{key}": [...]}}')])
     extra = sorted(set(data) - {key})

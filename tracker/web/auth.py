@@ -112,7 +112,11 @@ def login_post():
     session.commit()
     start_session(user)
     flash(f"Signed in as {user.email}.", "info")
-    return redirect(_next_page(user, request.form.get("next", "")), 303)
+    wanted = request.form.get("next", "")
+    page = _next_page(user, wanted)
+    if wanted and page != wanted:
+        flash("The page you were sent to is not an address on this site; this is yours.", "info")
+    return redirect(page, 303)
 
 
 @bp.post("/logout")
@@ -135,6 +139,8 @@ def _next_page(user: User, wanted: str) -> str:
     user's own page. "//host" and "/\\host" lead a browser to another site."""
     parts = urlsplit(wanted)
     local = wanted.startswith("/") and not wanted.startswith("//") and "\\" not in wanted
-    if local and not parts.scheme and not parts.netloc:
+    # A control character (a CR LF from "%0d%0a") cannot go in a Location header.
+    printable = len(wanted) <= 2000 and wanted.isprintable() and " " not in wanted
+    if local and printable and not parts.scheme and not parts.netloc:
         return wanted
     return url_for("agency.index" if user.role == "agency" else "admin.index")
