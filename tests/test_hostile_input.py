@@ -335,3 +335,64 @@ def test_sign_in_with_a_next_address_that_cannot_be_a_header_goes_to_the_own_pag
     assert answer.headers["Location"] == "/agency"
     page = client.get("/agency").get_data(as_text=True)
     assert "not an address on this site" in page
+
+
+# --- no request does work that grows without limit ------------------------------------------
+
+
+def point_works(count: int, *, street: bool = False) -> list[dict]:
+    """`count` planned works in Ōpāwa, on Ōpāwa Road (within metres of its line)."""
+    return [
+        {
+            "id": f"w{i:05d}",
+            "title": "Road patch",
+            "status": "planned",
+            "geometry": {"type": "Point", "coordinates": [172.602 + (i % 50) * 0.0001, -43.535]},
+        }
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    "query", ["place=tiny", "place=opawa", "street=opawa-road", "bbox=172.5,-43.6,172.7,-43.5"]
+)
+def test_the_works_api_answers_in_pages_with_a_total_and_a_next_link(client, token, query):
+    answer = client.post("/api/v1/works", json={"works": point_works(1203)}, headers=bearer(token))
+    assert answer.status_code == 201
+    seen, pages, url = [], [], f"/api/v1/works?{query}"
+    while url:
+        page = client.get(url).get_json()
+        pages.append(len(page["features"]))
+        assert page["total"] == 1203
+        seen += [feature["id"] for feature in page["features"]]
+        url = page["next"]
+    assert pages == [500, 500, 203]
+    assert seen == sorted(f"eqc/w{i:05d}" for i in range(1203))
+
+
+def test_the_works_api_takes_a_smaller_page_and_refuses_a_larger_one(client, token):
+    client.post("/api/v1/works", json={"works": point_works(12)}, headers=bearer(token))
+    page = client.get("/api/v1/works?place=opawa&limit=5").get_json()
+    assert [f["id"] for f in page["features"]] == [f"eqc/w{i:05d}" for i in range(5)]
+    assert page["next"].endswith("/api/v1/works?place=opawa&limit=5&after=eqc/w00004")
+    assert client.get("/api/v1/works?place=opawa&limit=501").status_code == 400
+    assert client.get("/api/v1/works?place=opawa&limit=0").status_code == 400
+
+
+def test_the_works_api_refuses_a_box_larger_than_a_region(client, loaded):
+    answer = client.get("/api/v1/works?bbox=-180,-90,180,90")
+    assert answer.status_code == 400
+    assert "at most 5 degrees wide and high" in answer.get_json()["error"]
+
+
+# SQLite's limit of 32,766 bound parameters, which a batch passed when it bound one per
+# work; PostgreSQL's is 65,535, past the body limit's worth of works.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_works_batch_larger_than_the_variable_limit_is_stored(client, token, loaded):
+    works = point_works(33_000)
+    answer = client.post("/api/v1/works", json={"works": works}, headers=bearer(token))
+    assert answer.status_code == 201, answer.get_data(as_text=True)[:300]
+    assert answer.get_json()["accepted"] == 33_000
+    works[-1]["title"] = "Road patch, resealed"
+    again = client.post("/api/v1/works", json={"works": works}, headers=bearer(token))
+    assert (again.get_json()["unchanged"], again.get_json()["revised"]) == (32_999, 1)

@@ -606,6 +606,12 @@ def nztm_distance_m(a: BaseGeometry, b: BaseGeometry) -> float:
     return float(shapely.distance(first, second))
 
 
+def nztm_distances_m(a: BaseGeometry, others: list[BaseGeometry]) -> np.ndarray:
+    """Distances in metres from `a` to each of `others` (WGS84), in one projection."""
+    projected = _nztm_projector()(np.array([a, *others], dtype=object))
+    return shapely.distance(projected[0], projected[1:])
+
+
 def share_by_place(session: Session, geometry: BaseGeometry) -> dict[str, float]:
     """Share (0-1) of `geometry` in each neighbourhood it touches (CONTRACT §6).
 

@@ -1,45 +1,55 @@
 """Reading works back: by place, along a street, or in a box, as GeoJSON features."""
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import shapely
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlmodel import Session
 
 from tracker.errors import NotFound, TrackerError
+from tracker.limits import MAX_BBOX_DEGREES, WORKS_PAGE_SIZE
 from tracker.models import Place, Street, Work, WorkPlace
-from tracker.places import nztm_distance_m
+from tracker.places import nztm_distances_m
 
 NEAR_STREET_M = 25.0  # a work this close to a street is "on" it, whatever it was filed under
 
 
-def works_in_place(session: Session, place_id: str) -> list[Work]:
+@dataclass(frozen=True)
+class WorksPage:
+    """One page of works in (agency, ref) order, the number of works in all, and the cursor
+    of the next page (the last work's AGENCY/REF; None on the last page)."""
+
+    works: list[Work]
+    total: int
+    after: str | None
+
+
+def works_in_place(
+    session: Session, place_id: str, *, after: str | None = None, limit: int = WORKS_PAGE_SIZE
+) -> WorksPage:
     """Works lying (partly) in the place or, for an area or the city, in any neighbourhood
     below it."""
     place = session.get(Place, place_id)
     if place is None:
         raise NotFound(f"no place {place_id!r}")
     leaves = _leaves_below(session, place)
-    return list(
-        session.scalars(
-            select(Work)
-            .where(Work.id.in_(select(WorkPlace.work_id).where(WorkPlace.place_id.in_(leaves))))
-            .order_by(Work.agency_id, Work.ref)
-        )
-    )
+    inside = Work.id.in_(select(WorkPlace.work_id).where(WorkPlace.place_id.in_(leaves)))
+    return _page(session, inside, after, limit)
 
 
-def works_on_street(session: Session, street_id: str) -> list[Work]:
+def works_on_street(
+    session: Session, street_id: str, *, after: str | None = None, limit: int = WORKS_PAGE_SIZE
+) -> WorksPage:
     """Works filed under the street, and works whose geometry lies within NEAR_STREET_M."""
     street = session.get(Street, street_id)
     if street is None:
         raise NotFound(f"no street {street_id!r}")
     line = shapely.from_geojson(street.geometry)
     pad = 0.001  # about 100 m: a cheap box before the exact distance
-    candidates = session.scalars(
-        select(Work)
-        .where(
+    candidates = session.execute(
+        select(Work.agency_id, Work.ref, Work.id, Work.street_id, Work.geometry).where(
             or_(
                 Work.street_id == street_id,
                 (Work.min_lon <= street.max_lon + pad)
@@ -48,17 +58,29 @@ def works_on_street(session: Session, street_id: str) -> list[Work]:
                 & (Work.max_lat >= street.min_lat - pad),
             )
         )
-        .order_by(Work.agency_id, Work.ref)
     )
-    return [
-        work
-        for work in candidates
-        if work.street_id == street_id
-        or nztm_distance_m(line, shapely.from_geojson(work.geometry)) <= NEAR_STREET_M
-    ]
+    # The distance is exact only in Python, so this page is cut in Python too.
+    candidates = candidates.all()
+    geometries = shapely.from_geojson([geometry for *_, geometry in candidates])
+    distances = nztm_distances_m(line, list(geometries)) if candidates else []
+    near = sorted(
+        (agency_id, ref, work_id)
+        for (agency_id, ref, work_id, filed_under, _), distance in zip(
+            candidates, distances, strict=True
+        )
+        if filed_under == street_id or distance <= NEAR_STREET_M
+    )
+    total = len(near)
+    if after is not None:
+        near = [key for key in near if key[:2] > _cursor_key(after)]
+    ids = [work_id for _, _, work_id in near[:limit]]
+    works = session.scalars(select(Work).where(Work.id.in_(ids)).order_by(Work.agency_id, Work.ref))
+    return _cut(list(works), total, more=len(near) > limit)
 
 
-def works_in_bbox(session: Session, bbox: str) -> list[Work]:
+def works_in_bbox(
+    session: Session, bbox: str, *, after: str | None = None, limit: int = WORKS_PAGE_SIZE
+) -> WorksPage:
     """Works whose bounding box meets `bbox` ("west,south,east,north" in degrees)."""
     try:
         west, south, east, north = (float(part) for part in bbox.split(","))
@@ -66,14 +88,43 @@ def works_in_bbox(session: Session, bbox: str) -> list[Work]:
         raise TrackerError("bbox must be four numbers: west,south,east,north") from None
     if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
         raise TrackerError("bbox must be west,south,east,north with west <= east, south <= north")
-    return list(
-        session.scalars(
-            select(Work)
-            .where(Work.min_lon <= east, Work.max_lon >= west)
-            .where(Work.min_lat <= north, Work.max_lat >= south)
-            .order_by(Work.agency_id, Work.ref)
+    if east - west > MAX_BBOX_DEGREES or north - south > MAX_BBOX_DEGREES:
+        raise TrackerError(
+            f"bbox must be at most {MAX_BBOX_DEGREES:g} degrees wide and high; "
+            "for every work of a place, ask by place"
         )
+    meets = (
+        (Work.min_lon <= east)
+        & (Work.max_lon >= west)
+        & (Work.min_lat <= north)
+        & (Work.max_lat >= south)
     )
+    return _page(session, meets, after, limit)
+
+
+def _page(session: Session, condition, after: str | None, limit: int) -> WorksPage:
+    """The works meeting `condition` after the cursor, `limit` of them, with the total."""
+    total = session.scalar(select(func.count()).select_from(Work).where(condition))
+    query = select(Work).where(condition).order_by(Work.agency_id, Work.ref)
+    if after is not None:
+        agency_id, ref = _cursor_key(after)
+        query = query.where(
+            or_(Work.agency_id > agency_id, and_(Work.agency_id == agency_id, Work.ref > ref))
+        )
+    works = list(session.scalars(query.limit(limit + 1)))
+    return _cut(works[:limit], total, more=len(works) > limit)
+
+
+def _cursor_key(after: str) -> tuple[str, str]:
+    """(agency, ref) of a cursor "AGENCY/REF": a page starts after that work."""
+    agency_id, _, ref = after.partition("/")
+    return agency_id, ref
+
+
+def _cut(works: list[Work], total: int, *, more: bool) -> WorksPage:
+    """A page of works; its cursor names its last work when more follow."""
+    after = f"{works[-1].agency_id}/{works[-1].ref}" if more and works else None
+    return WorksPage(works, total, after)
 
 
 def work_features(session: Session, works: list[Work]) -> dict[str, Any]:

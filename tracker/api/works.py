@@ -3,11 +3,13 @@
 import datetime
 from typing import Any, Literal
 
+from flask import request, url_for
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tracker.api.blueprint import api
 from tracker.api.spec import UtcTime, endpoint
 from tracker.db import get_session
+from tracker.limits import MAX_BBOX_DEGREES, WORKS_PAGE_SIZE
 from tracker.works import work_features, works_in_bbox, works_in_place, works_on_street
 
 
@@ -18,7 +20,19 @@ class WorksQuery(BaseModel):
 
     place: str | None = Field(None, max_length=100, description="a place id")
     street: str | None = Field(None, max_length=150, description="a street id")
-    bbox: str | None = Field(None, max_length=100, description="west,south,east,north")
+    bbox: str | None = Field(
+        None,
+        max_length=100,
+        description=f"west,south,east,north in degrees, at most {MAX_BBOX_DEGREES:g} each way",
+    )
+    limit: int = Field(
+        WORKS_PAGE_SIZE, ge=1, le=WORKS_PAGE_SIZE, description="works per page (at most 500)"
+    )
+    after: str | None = Field(
+        None,
+        max_length=250,
+        description="AGENCY/ID of the last work of the previous page; the `next` link sets it",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "WorksQuery":
@@ -55,18 +69,32 @@ class WorkFeature(BaseModel):
 class WorkCollection(BaseModel):
     type: Literal["FeatureCollection"] = "FeatureCollection"
     features: list[WorkFeature]
+    total: int = Field(description="works matching the query, on every page together")
+    next: str | None = Field(description="URL of the next page; null on the last page")
 
 
 @endpoint(
     api, "/v1/works", query=WorksQuery, response=WorkCollection, errors=(404,), tags=("works",)
 )
 def works(query: WorksQuery):
-    """Works in a place (or below it), along a street, or in a bounding box."""
+    """Works in a place (or below it), along a street, or in a bounding box, in pages.
+
+    Works come in (agency, id) order, at most `limit` (default and most: 500) a page;
+    `total` counts them all and `next` is the address of the next page, or null.
+    """
     session = get_session()
+    paging = {"after": query.after, "limit": query.limit}
     if query.place:
-        found = works_in_place(session, query.place)
+        page = works_in_place(session, query.place, **paging)
     elif query.street:
-        found = works_on_street(session, query.street)
+        page = works_on_street(session, query.street, **paging)
     else:
-        found = works_in_bbox(session, query.bbox)
-    return work_features(session, found)
+        page = works_in_bbox(session, query.bbox, **paging)
+    answer = work_features(session, page.works)
+    answer["total"] = page.total
+    answer["next"] = None
+    if page.after is not None:
+        answer["next"] = url_for(
+            ".works", _external=True, **{**request.args.to_dict(), "after": page.after}
+        )
+    return answer
