@@ -85,23 +85,28 @@ def _alembic(engine, verb: str, revision: str) -> None:
         getattr(command, verb)(config, revision)
 
 
+def _insert_place_agency_and_measure(connection) -> None:
+    """Place 'p', agency 'a' and measure 'm' as rows of the schema of 0003 to 0006."""
+    connection.execute(
+        text(
+            "INSERT INTO place (id, name, level, search_key, geometry, display_geometry,"
+            " label_lon, label_lat, min_lon, min_lat, max_lon, max_lat)"
+            " VALUES ('p', 'P', 'neighbourhood', 'p', '{}', '{}', 0, 0, 0, 0, 0, 0)"
+        )
+    )
+    connection.execute(text("INSERT INTO agency (id, name) VALUES ('a', 'A')"))
+    connection.execute(
+        text("INSERT INTO node (id, kind, position, title, weight, data_version)"
+             " VALUES ('m', 'measure', 0, 'M', 1, 0)")
+    )  # fmt: skip
+
+
 def test_migration_0004_keeps_every_revision_and_the_first_arrival(engine):
     """Down to 0003 (a revision row for every value), rows in, up again: the current value
     moves into the observation row alone, the replaced ones stay, and back down again."""
     _alembic(engine, "downgrade", "0003")
     with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO place (id, name, level, search_key, geometry, display_geometry,"
-                " label_lon, label_lat, min_lon, min_lat, max_lon, max_lat)"
-                " VALUES ('p', 'P', 'neighbourhood', 'p', '{}', '{}', 0, 0, 0, 0, 0, 0)"
-            )
-        )
-        connection.execute(text("INSERT INTO agency (id, name) VALUES ('a', 'A')"))
-        connection.execute(
-            text("INSERT INTO node (id, kind, position, title, weight, data_version)"
-                 " VALUES ('m', 'measure', 0, 'M', 1, 0)")
-        )  # fmt: skip
+        _insert_place_agency_and_measure(connection)
         for batch, day in ((1, "2026-01-01"), (2, "2026-02-01")):
             connection.execute(
                 text(
@@ -153,4 +158,25 @@ def test_migration_0004_keeps_every_revision_and_the_first_arrival(engine):
         ).all()  # fmt: skip
     assert sorted(tuple(row) for row in every) == [(1, 1, 10), (1, 2, 11), (2, 1, 5),
                                                    (3, 1, 6), (3, 1, 7)]  # fmt: skip
+    _alembic(engine, "upgrade", "head")
+
+
+def test_migration_0007_adds_place_retired_at_and_takes_it_away_keeping_rows(engine):
+    """Down to 0006 and up again with a place that other rows refer to: the rows stay,
+    only the column comes and goes (SQLite drops it in place, not by copying the table)."""
+    _alembic(engine, "downgrade", "0006")
+    assert "retired_at" not in {c["name"] for c in inspect(engine).get_columns("place")}
+    with engine.begin() as connection:
+        _insert_place_agency_and_measure(connection)
+        connection.execute(
+            text("INSERT INTO measureplace (measure_id, place_id) VALUES ('m', 'p')")
+        )
+    _alembic(engine, "upgrade", "head")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT id, retired_at FROM place")).all() == [("p", None)]
+    _alembic(engine, "downgrade", "0006")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT id FROM place")).all() == [("p",)]
+        assert connection.execute(text("SELECT place_id FROM measureplace")).all() == [("p",)]
+    assert "retired_at" not in {c["name"] for c in inspect(engine).get_columns("place")}
     _alembic(engine, "upgrade", "head")

@@ -1,11 +1,12 @@
 """Boundaries, streets, the place tree in the database, locating and name search."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import shapely
-from shapely.geometry import MultiLineString
+from shapely.geometry import LineString, MultiLineString
 from sqlalchemy import func
 from sqlmodel import select
 
@@ -22,6 +23,7 @@ from tracker.places import (
     read_streets,
     search_places,
     search_streets,
+    share_by_place,
     store_places,
 )
 
@@ -428,21 +430,66 @@ def test_store_places_twice_changes_nothing(session):
     assert snapshot(session) == first
 
 
-def test_store_places_keeps_missing_places_and_replaces_streets(session):
+def without_red_zone_park() -> list[Boundary]:
+    return [b for b in tiny_boundaries() if b.id != "red-zone-park"]
+
+
+def test_store_places_retires_missing_places_and_replaces_streets(session):
     store_tiny(session)
-    fewer = [b for b in tiny_boundaries() if b.id != "red-zone-park"]
-    store_places(
+    changes = store_places(
         session,
         city_id="tiny",
         city_name="Tiny City",
-        boundaries=fewer,
+        boundaries=without_red_zone_park(),
         streets=[street("New Lane", places=("opawa", "st-albans"))],
     )
     session.commit()
-    assert session.get(Place, "red-zone-park") is not None
+    assert (changes.retired, changes.changed) == (("red-zone-park",), True)
+    assert session.get(Place, "red-zone-park").retired_at is not None  # kept, for history
     assert session.exec(select(Street.id)).all() == ["new-lane"]
     pairs = session.exec(select(StreetPlace.street_id, StreetPlace.place_id)).all()
     assert sorted(pairs) == [("new-lane", "opawa"), ("new-lane", "st-albans")]
+
+
+def test_a_retired_place_comes_back_with_the_boundaries_that_have_it(session):
+    store_tiny(session)
+    store_places(session, city_id="tiny", city_name="Tiny", boundaries=without_red_zone_park())
+    back = store_places(session, city_id="tiny", city_name="Tiny", boundaries=tiny_boundaries())
+    session.commit()
+    assert (back.retired, back.changed) == ((), True)
+    assert session.get(Place, "red-zone-park").retired_at is None
+    again = store_places(session, city_id="tiny", city_name="Tiny", boundaries=tiny_boundaries())
+    assert (again.retired, again.changed, again.redrawn) == ((), False, ())
+
+
+def test_a_retired_place_is_not_listed_searched_or_given_works(session):
+    store_tiny(session, streets=[street("Park Lane", places=("red-zone-park", "riccarton"))])
+    # A new boundaries file without its gazetteer: the street keeps its old links.
+    store_places(session, city_id="tiny", city_name="Tiny City", boundaries=without_red_zone_park())
+    session.commit()
+    assert "red-zone-park" not in [p["id"] for p in list_places(session)]
+    assert search_places(session, "red zone") == []
+    assert search_streets(session, "park lane")[0]["places"] == ["riccarton"]
+    assert locate_point(session, 172.615, -43.525) is None
+    across = LineString([(172.605, -43.525), (172.615, -43.525)])  # riccarton, then the park
+    assert share_by_place(session, across) == {"riccarton": 1.0}
+
+
+def test_store_places_says_where_boundaries_moved(session):
+    store_tiny(session)
+    moved = [
+        replace(b, geometry=shapely.box(172.6, -43.53, 172.62, -43.52))
+        if b.id == "riccarton"
+        else b
+        for b in without_red_zone_park()
+    ]
+    changes = store_places(session, city_id="tiny", city_name="Tiny City", boundaries=moved)
+    boxes = {tuple(round(v, 6) for v in box) for box in changes.redrawn}
+    assert boxes == {
+        (172.6, -43.53, 172.62, -43.52),  # riccarton now
+        (172.6, -43.53, 172.61, -43.52),  # riccarton before
+        (172.61, -43.53, 172.62, -43.52),  # red-zone-park, gone
+    }
 
 
 def test_store_places_without_streets_leaves_streets_alone(session):

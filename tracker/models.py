@@ -23,7 +23,10 @@ def utcnow() -> datetime:
 
 
 class Place(SQLModel, table=True):
-    """A node of the place tree: the city, an area, or a neighbourhood (the leaf)."""
+    """A node of the place tree: the city, an area, or a neighbourhood (the leaf).
+
+    Only live places (retired_at null) are listed, searched, rolled up and given works.
+    """
 
     id: str = Field(primary_key=True, max_length=100)
     name: str = Field(max_length=200)
@@ -39,6 +42,9 @@ class Place(SQLModel, table=True):
     min_lat: float
     max_lon: float
     max_lat: float
+    # Set when the boundaries file no longer has the place (never deleted: observations,
+    # works and comments refer to it); cleared when a later file has it again.
+    retired_at: datetime | None = None
 
 
 class Street(SQLModel, table=True):

@@ -22,7 +22,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, SQLModel, select
 
 from tracker.errors import TrackerError
-from tracker.models import Place, Street, StreetPlace
+from tracker.models import Place, Street, StreetPlace, Work, WorkPlace, utcnow
 from tracker.text import search_key, slugify, title_case
 
 PLACE_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -427,6 +427,20 @@ def _street_row(street: StreetRecord) -> dict[str, Any]:
     }
 
 
+Box = tuple[float, float, float, float]  # min_lon, min_lat, max_lon, max_lat
+
+
+@dataclass(frozen=True)
+class PlaceChanges:
+    """What store_places changed in the place tree."""
+
+    retired: tuple[str, ...] = ()  # live before, missing from the file now (sorted)
+    changed: bool = False  # any place added, retired, brought back, renamed or redrawn
+    # Where a neighbourhood's boundary appeared, moved or went (old and new boxes): works
+    # there may lie in another neighbourhood now.
+    redrawn: tuple[Box, ...] = ()
+
+
 def store_places(
     session: Session,
     *,
@@ -434,21 +448,69 @@ def store_places(
     city_name: str,
     boundaries: list[Boundary],
     streets: list[StreetRecord] | None = None,
-) -> None:
+) -> PlaceChanges:
     """Write the place tree and, when given, the streets; idempotent, the caller commits.
 
-    Places missing from the file stay (observations may refer to them). Streets are
+    Places missing from the file are retired, never deleted (observations, works and
+    comments refer to them), and come back when a later file has them. Streets are
     replaced by the new set, except old ones that other rows (works …) still refer to.
     """
-    _upsert(session, Place, place_rows(city_id, city_name, boundaries))
+    rows = [row | {"retired_at": None} for row in place_rows(city_id, city_name, boundaries)]
+    stored = _stored_places(session)
+    new, changed = _upsert(session, Place, rows)
+    retired = sorted(set(stored) - {row["id"] for row in rows} - _retired(stored))
+    for chunk in _chunks(retired):
+        session.exec(update(Place).where(Place.id.in_(chunk)).values(retired_at=utcnow()))
     if streets is not None:
         _store_streets(session, streets)
+    return PlaceChanges(
+        retired=tuple(retired),
+        changed=bool(new or changed or retired),
+        redrawn=_redrawn_boxes(stored, new, changed, retired),
+    )
 
 
-def _upsert(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
-    """Insert new rows and update changed ones, matched on `id`, in bulk."""
+def _stored_places(session: Session) -> dict[str, dict[str, Any]]:
+    """Each stored place's level, box, geometry and retirement, by id."""
+    columns = (Place.id, Place.level, Place.geometry, Place.retired_at, *_BOX_COLUMNS)
+    return {row.id: dict(row._mapping) for row in session.exec(sa_select(*columns))}
+
+
+_BOX_COLUMNS = (Place.min_lon, Place.min_lat, Place.max_lon, Place.max_lat)
+
+
+def _retired(stored: dict[str, dict[str, Any]]) -> set[str]:
+    """The ids among `stored` that are retired already."""
+    return {place_id for place_id, row in stored.items() if row["retired_at"] is not None}
+
+
+def _redrawn_boxes(
+    stored: dict[str, dict[str, Any]], new: list[dict], changed: list[dict], retired: list[str]
+) -> tuple[Box, ...]:
+    """Boxes of the neighbourhoods that appeared, came back, moved or went, old and new."""
+    boxes: list[Box] = []
+    for row in new + changed:
+        old = stored.get(row["id"])
+        if row["level"] != "neighbourhood":
+            continue
+        if old is None or old["retired_at"] is not None or old["geometry"] != row["geometry"]:
+            boxes.append(_box(row))
+            if old is not None:
+                boxes.append(_box(old))
+    boxes += [_box(stored[place_id]) for place_id in retired]
+    return tuple(boxes)
+
+
+def _box(row: dict[str, Any]) -> Box:
+    return (row["min_lon"], row["min_lat"], row["max_lon"], row["max_lat"])
+
+
+def _upsert(
+    session: Session, model: type[SQLModel], rows: list[dict[str, Any]]
+) -> tuple[list[dict], list[dict]]:
+    """Insert new rows and update changed ones, matched on `id`, in bulk; (new, changed)."""
     if not rows:
-        return
+        return [], []
     columns = [getattr(model, name) for name in rows[0]]
     stored = {row.id: dict(row._mapping) for row in session.exec(sa_select(*columns))}
     new = [row for row in rows if row["id"] not in stored]
@@ -457,6 +519,7 @@ def _upsert(session: Session, model: type[SQLModel], rows: list[dict[str, Any]])
         session.exec(insert(model), params=new)
     if changed:
         session.exec(update(model), params=changed)
+    return new, changed
 
 
 def _store_streets(session: Session, streets: list[StreetRecord]) -> None:
@@ -514,9 +577,12 @@ def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
 
 # --- reading back -------------------------------------------------------------------------
 
+# Retired places keep their rows for history; nothing reads them as places any more.
+_live = Place.retired_at.is_(None)
+
 
 def list_places(session: Session, *, with_geometry: bool = True) -> list[dict[str, Any]]:
-    """Every place, city first, then areas and neighbourhoods by name.
+    """Every live place, city first, then areas and neighbourhoods by name.
 
     With `with_geometry`, each carries its display geometry as a GeoJSON object.
     """
@@ -535,7 +601,7 @@ def list_places(session: Session, *, with_geometry: bool = True) -> list[dict[st
     if with_geometry:
         columns.append(Place.display_geometry)
     places = []
-    for row in session.exec(sa_select(*columns)):
+    for row in session.exec(sa_select(*columns).where(_live)):
         place = {
             "id": row.id,
             "name": row.name,
@@ -551,12 +617,12 @@ def list_places(session: Session, *, with_geometry: bool = True) -> list[dict[st
 
 
 def locate_point(session: Session, lon: float, lat: float) -> str | None:
-    """The id of the neighbourhood holding the point (lon, lat), or None."""
+    """The id of the live neighbourhood holding the point (lon, lat), or None."""
     if not (math.isfinite(lon) and math.isfinite(lat)):
         return None
     candidates = session.exec(
         select(Place.id, Place.geometry)
-        .where(Place.level == "neighbourhood")
+        .where(Place.level == "neighbourhood", _live)
         .where(Place.min_lon <= lon, Place.max_lon >= lon)
         .where(Place.min_lat <= lat, Place.max_lat >= lat)
         .order_by(Place.id)
@@ -576,7 +642,7 @@ def _parsed(geojson: str) -> BaseGeometry:
 
 def city_extent(session: Session) -> BaseGeometry | None:
     """The city's boundary (the union of its neighbourhoods), or None before places load."""
-    text = session.scalar(sa_select(Place.geometry).where(Place.level == "city"))
+    text = session.scalar(sa_select(Place.geometry).where(Place.level == "city", _live))
     return _parsed(text) if text else None
 
 
@@ -613,7 +679,7 @@ def nztm_distances_m(a: BaseGeometry, others: list[BaseGeometry]) -> np.ndarray:
 
 
 def share_by_place(session: Session, geometry: BaseGeometry) -> dict[str, float]:
-    """Share (0-1) of `geometry` in each neighbourhood it touches (CONTRACT §6).
+    """Share (0-1) of `geometry` in each live neighbourhood it touches (CONTRACT §6).
 
     Points belong to the neighbourhood they lie in; lines are split by length and
     polygons by area, both measured in NZTM2000 rather than in degrees.
@@ -625,7 +691,7 @@ def share_by_place(session: Session, geometry: BaseGeometry) -> dict[str, float]
     minx, miny, maxx, maxy = geometry.bounds
     candidates = session.exec(
         select(Place.id, Place.geometry)
-        .where(Place.level == "neighbourhood")
+        .where(Place.level == "neighbourhood", _live)
         .where(Place.min_lon <= maxx, Place.max_lon >= minx)
         .where(Place.min_lat <= maxy, Place.max_lat >= miny)
     ).all()
@@ -640,6 +706,47 @@ def share_by_place(session: Session, geometry: BaseGeometry) -> dict[str, float]
     return {p: a / total for p, a in amounts.items() if a > 0} if total > 0 else {}
 
 
+def relocate_works(session: Session, boxes: Iterable[Box]) -> dict[int, str | None]:
+    """Locate again the works whose box meets `boxes` (where boundaries appeared, moved or
+    went); {work id: its measure} for those whose places changed, for the caller to bump."""
+    boxes = list(boxes)
+    if not boxes:
+        return {}
+    works = session.exec(
+        select(Work.id, Work.geometry, Work.measure_id, *_WORK_BOX).order_by(Work.id)
+    ).all()
+    near = [work for work in works if any(_meets(work[3:], box) for box in boxes)]
+    stored: dict[int, dict[str, float]] = defaultdict(dict)
+    for chunk in _chunks([work.id for work in near]):
+        query = select(WorkPlace.work_id, WorkPlace.place_id, WorkPlace.share)
+        for work_id, place_id, share in session.exec(query.where(WorkPlace.work_id.in_(chunk))):
+            stored[work_id][place_id] = share
+    moved: dict[int, str | None] = {}
+    for work in near:
+        shares = share_by_place(session, shapely.from_geojson(work.geometry))
+        if shares != stored[work.id]:
+            _store_work_places(session, work.id, shares)
+            moved[work.id] = work.measure_id
+    return moved
+
+
+_WORK_BOX = (Work.min_lon, Work.min_lat, Work.max_lon, Work.max_lat)
+
+
+def _meets(a: Iterable[float], b: Box) -> bool:
+    """Whether two boxes (min_lon, min_lat, max_lon, max_lat) overlap or touch."""
+    a_min_lon, a_min_lat, a_max_lon, a_max_lat = a
+    return a_min_lon <= b[2] and a_max_lon >= b[0] and a_min_lat <= b[3] and a_max_lat >= b[1]
+
+
+def _store_work_places(session: Session, work_id: int, shares: dict[str, float]) -> None:
+    """Replace a work's places and main place by `shares` (CONTRACT §6: the largest)."""
+    session.exec(delete(WorkPlace).where(WorkPlace.work_id == work_id))
+    session.add_all(WorkPlace(work_id=work_id, place_id=p, share=s) for p, s in shares.items())
+    main = min(shares, key=lambda p: (-shares[p], p)) if shares else None
+    session.exec(update(Work).where(Work.id == work_id).values(main_place_id=main))
+
+
 # --- search -------------------------------------------------------------------------------
 
 
@@ -651,9 +758,11 @@ def search_streets(session: Session, q: str, limit: int = 20) -> list[dict[str, 
     rows = session.exec(query.add_columns(Street.main_place_id)).all()
     places: dict[str, list[str]] = defaultdict(list)
     if rows:
+        # A street kept without a gazetteer update may still name a retired place.
         pairs = session.exec(
             select(StreetPlace.street_id, StreetPlace.place_id)
-            .where(StreetPlace.street_id.in_([r.id for r in rows]))
+            .join(Place, Place.id == StreetPlace.place_id)
+            .where(StreetPlace.street_id.in_([r.id for r in rows]), _live)
             .order_by(StreetPlace.place_id)
         )
         for street_id, place_id in pairs:
@@ -669,11 +778,11 @@ def search_streets(session: Session, q: str, limit: int = 20) -> list[dict[str, 
 
 
 def search_places(session: Session, q: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Places whose name has a word starting with each word of `q`, best first."""
+    """Live places whose name has a word starting with each word of `q`, best first."""
     query = _matching(Place, q, limit)
     if query is None:
         return []
-    rows = session.exec(query.add_columns(Place.level, Place.parent_id))
+    rows = session.exec(query.add_columns(Place.level, Place.parent_id).where(_live))
     return [{"id": r.id, "name": r.name, "level": r.level, "parent": r.parent_id} for r in rows]
 
 

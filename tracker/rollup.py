@@ -262,7 +262,11 @@ def _build_tree(session: Session, cache: RollupCache, key: tuple) -> TreeDef:
     }
     places = {
         p.id: PlaceInfo(p.id, p.name, p.level, p.parent_id)
-        for p in session.execute(select(Place.id, Place.name, Place.level, Place.parent_id))
+        for p in session.execute(
+            select(Place.id, Place.name, Place.level, Place.parent_id).where(
+                Place.retired_at.is_(None)  # a place the boundaries dropped is gone (404)
+            )
+        )
     }
     city = next((p for p in places.values() if p.level == "city"), None)
     timezone = session.scalar(select(Place.timezone).where(Place.level == "city"))
