@@ -7,10 +7,12 @@ from sqlmodel import Session, select
 from staff_helpers import PASSWORD, add_user, counts, csrf_token, post_form, sign_in
 
 from tracker.auth import (
+    AGENCY_RETIRED,
     LOCK_TIME,
     LOGIN_REFUSED,
     LoginRefused,
     LoginThrottle,
+    active_user,
     agency_for_token,
     authenticate,
     create_user,
@@ -19,7 +21,7 @@ from tracker.auth import (
 )
 from tracker.cli import main
 from tracker.errors import TrackerError
-from tracker.models import ApiToken, AuditEvent, User, utcnow
+from tracker.models import Agency, ApiToken, AuditEvent, User, utcnow
 
 
 @pytest.fixture
@@ -462,3 +464,40 @@ def test_a_token_label_over_the_limit_is_refused_and_nothing_stored(db):
     db.rollback()
     assert db.scalars(select(ApiToken)).all() == []
     assert issue_token(db, "eqc", "x" * 200).startswith("rt_")
+
+
+# --- an agency the tree dropped ----------------------------------------------------------------
+
+
+def _retire_agency(db, agency_id: str, retired: bool = True) -> None:
+    """What `tracker init` does to an agency the tree no longer has (and undoes)."""
+    db.get(Agency, agency_id).retired_at = utcnow() if retired else None
+    db.commit()
+
+
+def test_a_retired_agencys_token_is_401_and_works_again_when_it_returns(db):
+    token = issue_token(db, "council")
+    db.commit()
+    _retire_agency(db, "council")
+    with pytest.raises(TrackerError, match="'council' is no longer in the results tree") as caught:
+        agency_for_token(db, token)
+    assert caught.value.status == 401
+    _retire_agency(db, "council", retired=False)
+    assert agency_for_token(db, token).agency_id == "council"
+
+
+def test_a_retired_agencys_staff_are_told_why_only_with_the_right_password(db):
+    user = create_user(db, "staff@council.example", PASSWORD, "agency", "council")
+    db.commit()
+    _retire_agency(db, "council")
+    with pytest.raises(LoginRefused) as wrong:
+        _login(db, "staff@council.example", "wrong password!")
+    assert wrong.value.message == LOGIN_REFUSED
+    with pytest.raises(LoginRefused) as right:
+        _login(db, "staff@council.example")
+    assert right.value.status == 403
+    assert right.value.message == AGENCY_RETIRED.format(agency="council")
+    assert active_user(db, user.id) is None
+    _retire_agency(db, "council", retired=False)
+    assert _login(db, "staff@council.example").id == user.id
+    assert active_user(db, user.id).id == user.id

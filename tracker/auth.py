@@ -29,6 +29,10 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_FAILED_LOGINS = 5
 LOCK_TIME = timedelta(minutes=15)
 LOGIN_REFUSED = "Wrong email or password, or the account is locked or disabled."
+AGENCY_RETIRED = (
+    "Your agency, {agency}, is no longer part of the results tree, so its accounts cannot "
+    "sign in. Ask an official if it should come back."
+)
 
 
 def hash_token(token: str) -> str:
@@ -60,12 +64,29 @@ def issue_token(
 
 
 def agency_for_token(session: Session, token: str) -> ApiToken:
-    """The live token row for `token`, its last use recorded; TrackerError 401 otherwise."""
+    """The live token row for `token`, its last use recorded; TrackerError 401 otherwise.
+
+    A token of an agency the tree no longer has is refused like a revoked one, and works
+    again if a later tree brings the agency back.
+    """
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
     if row is None or row.revoked_at is not None:
         raise TrackerError("unknown or revoked token", status=401)
+    if agency_retired(session, row.agency_id):
+        raise TrackerError(
+            f"agency {row.agency_id!r} is no longer in the results tree; its tokens are refused",
+            status=401,
+        )
     row.last_used_at = utcnow()
     return row
+
+
+def agency_retired(session: Session, agency_id: str | None) -> bool:
+    """Whether `agency_id` names an agency the tree dropped (retired); False for None."""
+    if agency_id is None:
+        return False
+    agency = session.get(Agency, agency_id)
+    return agency is None or agency.retired_at is not None
 
 
 def list_tokens(session: Session, agency_id: str | None = None) -> list[ApiToken]:
@@ -356,6 +377,10 @@ def authenticate(
         raise LoginRefused(LOGIN_REFUSED)
     user.failed_logins = 0
     user.locked_until = None
+    # Said only to someone who knows the password: it reveals nothing to others.
+    if agency_retired(session, user.agency_id):
+        session.flush()
+        raise LoginRefused(AGENCY_RETIRED.format(agency=user.agency_id), status=403)
     user.last_login_at = now
     session.flush()
     return user
@@ -384,9 +409,12 @@ def _dummy_hash() -> str:
 
 
 def active_user(session: Session, user_id: int) -> User | None:
-    """The account with this id if it may still act (exists, not disabled), else None."""
+    """The account with this id if it may still act (exists, not disabled, its agency
+    still in the tree), else None, which ends its open sessions at once."""
     user = session.get(User, user_id)
-    return user if user is not None and user.disabled_at is None else None
+    if user is None or user.disabled_at is not None or agency_retired(session, user.agency_id):
+        return None
+    return user
 
 
 def live_agencies(session: Session) -> list[Agency]:
