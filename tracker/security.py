@@ -2,7 +2,9 @@
 
 import secrets
 
-from flask import Flask, Response, g
+from flask import Flask, Response, g, request
+
+from tracker.errors import TrackerError
 
 # Map tiles are the only outside resource a page loads; scripts and styles are our own
 # (vendored under static/), and the few inline blocks Folium writes carry the nonce.
@@ -19,6 +21,7 @@ def init_app(app: Flask) -> None:
         PERMANENT_SESSION_LIFETIME=8 * 3600,
     )
     app.before_request(_make_nonce)
+    app.before_request(_refuse_nul)
     app.after_request(_set_headers)
     app.jinja_env.globals["csp_nonce"] = csp_nonce
 
@@ -32,6 +35,15 @@ def csp_nonce() -> str:
 
 def _make_nonce() -> None:
     g.csp_nonce = secrets.token_urlsafe(16)
+
+
+def _refuse_nul(*_args) -> None:
+    """No parameter or form field may hold a NUL character: PostgreSQL refuses it in text
+    (an error in the middle of the request), and no name, date or note needs one."""
+    for values in (request.args, request.form if request.mimetype != "text/csv" else {}):
+        for name, value in values.items(multi=True) if values else ():
+            if "\x00" in name or "\x00" in value:
+                raise TrackerError(f"parameter {name.replace(chr(0), '')!r} holds a NUL character")
 
 
 def _set_headers(response: Response) -> Response:

@@ -52,6 +52,8 @@ from tracker.models import (
 CHANNELS = ("api", "csv", "web", "feed", "demo")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 NOTE_MAX = 1000
+NUL = "\x00"  # PostgreSQL refuses it in text; no title, note or name needs it
+NUL_MESSAGE = "{} holds a NUL character"
 IDEMPOTENCY_TTL = timedelta(hours=24)
 IDEMPOTENCY_KEY_MAX = 200
 
@@ -221,6 +223,8 @@ class Idempotency:
             return None
         if len(key) > IDEMPOTENCY_KEY_MAX:
             raise TrackerError(f"Idempotency-Key is longer than {IDEMPOTENCY_KEY_MAX} characters")
+        if not key.isprintable():
+            raise TrackerError("Idempotency-Key must be printable text")
         return cls(key, hashlib.sha256(body).hexdigest())
 
 
@@ -325,8 +329,7 @@ def _city_today(session: Session) -> date:
 
 def _load_rules(session: Session, rows: Iterable[dict[str, Any]]) -> dict[str, MeasureRules]:
     """Rules for the measures these rows name (one query for nodes, one for places)."""
-    names = {r.get("measure") for r in rows if isinstance(r, dict)}
-    names = {n for n in names if isinstance(n, str)}
+    names = {_text(r, "measure") for r in rows} - {None}
     if not names:
         return {}
     output = Node.__table__.alias("output_node")
@@ -468,6 +471,8 @@ def _check_row(
         fail("note", "note must be text")
     elif isinstance(note, str) and len(note) > NOTE_MAX:
         fail("note", f"note is longer than {NOTE_MAX} characters")
+    elif isinstance(note, str) and NUL in note:
+        fail("note", NUL_MESSAGE.format("note"))
 
     if errors:
         return None, errors
@@ -898,6 +903,8 @@ def _validate_work(session, number, raw, measures, extent, resolve_street):
         fail("title", "title is required")
     elif len(title) > TITLE_MAX:
         fail("title", f"title is longer than {TITLE_MAX} characters")
+    elif NUL in title:
+        fail("title", NUL_MESSAGE.format("title"))
     status = raw.get("status")
     if status not in WORK_STATUSES:
         fail("status", f"status must be one of {', '.join(WORK_STATUSES)}; got {status!r}")
@@ -919,6 +926,8 @@ def _validate_work(session, number, raw, measures, extent, resolve_street):
                 geometry = None
     elif not isinstance(raw["street"], str):
         fail("street", "street must be a street id or name")
+    elif NUL in raw["street"]:
+        fail("street", NUL_MESSAGE.format("street"))
     else:
         street_id, geometry, problem = resolve_street(session, raw["street"])
         if problem:
