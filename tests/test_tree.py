@@ -375,12 +375,133 @@ CASES = [
         "feed 'eqc-repairs': url must start with http://, https:// or file:, "
         "got 'ftp://example.org/repairs.csv'",
     ),
+    *(
+        (
+            "url: file:repairs.csv",
+            f"url: {url}",
+            15,
+            f"feed 'eqc-repairs': url must name a file inside the tree's folder, got '{url}'",
+        )
+        for url in ("file:../instance/secret_key", "file:/etc/passwd", "file:data/../../x.csv")
+    ),
+    # changing the tree safely: renames, moves and retirements
+    (
+        f"{M}weight: 1\n",
+        f"{M}weight: 1\n{M}was: park-quality\n",
+        43,
+        "measure 'homes-repaired': was names 'park-quality', which is still in the tree; "
+        "a renamed measure's old id must be gone from it",
+    ),
+    (
+        f"{M}weight: 1\n",
+        f"{M}weight: 1\n{M}was: Homes\n",
+        43,
+        "measure 'homes-repaired': was must be a lower-case slug (letters, digits, hyphens), "
+        "got 'Homes'",
+    ),
+    (
+        f"{M}weight: 1\n",
+        f"{M}weight: 1\n{M}moved_from: eqc\n",
+        43,
+        "measure 'homes-repaired': moved_from names 'eqc', the agency of its own output",
+    ),
+    (
+        "target: 80\n",
+        "target: 80\nretired:\n  measures: [park-quality]\n",
+        58,
+        "retired.measures lists 'park-quality', which is still in the tree",
+    ),
+    (
+        "target: 80\n",
+        "target: 80\nretired:\n  places: [opawa]\n",
+        58,
+        "retired.places lists 'opawa', which the boundaries still have",
+    ),
+    (
+        "target: 80\n",
+        'target: 80\nretired:\n  dimension_values: {age: ["0-14"]}\n',
+        58,
+        "retired.dimension_values lists age=0-14, which dimensions still declares",
+    ),
+    ("target: 80\n", "target: 80\nretired:\n  nodes: [x]\n", 58, "unknown key 'nodes' in retired"),
+    (
+        "  area_property: ward\n",
+        "  area_property: ward\n  renamed: {nowhere: lost}\n",
+        8,
+        "places.renamed: 'nowhere' is not in the boundaries (renamed maps each new id to its "
+        "old one)",
+    ),
+    (
+        "  area_property: ward\n",
+        "  area_property: ward\n  renamed: {opawa: st-albans}\n",
+        8,
+        "places.renamed: the old id 'st-albans' is still in the boundaries",
+    ),
+    (
+        "  area_property: ward\n",
+        "  area_property: ward\n  renamed:\n    opawa: lost\n    riccarton: lost\n",
+        10,
+        "places.renamed: 'lost' is renamed twice ('opawa' too)",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("old", "new", "line", "message"), CASES, ids=[c[3] for c in CASES])
 def test_refuses_a_broken_rule_at_its_line(tmp_path, old, new, line, message):
     assert problems_of(tmp_path, tree_text((old, new))) == [Problem(line, message)]
+
+
+@pytest.mark.parametrize(
+    ("changes", "line", "message"),
+    [
+        (
+            [
+                (f"{M}weight: 1\n", f"{M}weight: 1\n{M}was: old-homes\n"),
+                ("target: 80\n", f"target: 80\n{M}was: old-homes\n"),
+            ],
+            58,
+            "measure 'park-quality': was names 'old-homes', already taken at line 43",
+        ),
+        (
+            [
+                (f"{M}weight: 1\n", f"{M}weight: 1\n{M}was: old-homes\n"),
+                ("target: 80\n", "target: 80\nretired: {measures: [old-homes]}\n"),
+            ],
+            43,
+            "measure 'homes-repaired': was names 'old-homes', which retired.measures lists "
+            "too; its history either moves here or stops being shown",
+        ),
+        (
+            [
+                ("  area_property: ward\n", "  area_property: ward\n  renamed: {opawa: lost}\n"),
+                ("target: 80\n", "target: 80\nretired: {places: [lost]}\n"),
+            ],
+            8,
+            "places.renamed: 'lost' is under retired.places too; its history either moves "
+            "to 'opawa' or stops being shown",
+        ),
+    ],
+)
+def test_refuses_renames_that_contradict_each_other(tmp_path, changes, line, message):
+    assert problems_of(tmp_path, tree_text(*changes)) == [Problem(line, message)]
+
+
+def test_accepts_renames_moves_and_retirements(tmp_path):
+    tree = load(
+        tmp_path,
+        (f"{M}weight: 1\n", f"{M}weight: 1\n{M}was: old-homes\n{M}moved_from: scirt\n"),
+        ("  area_property: ward\n", "  area_property: ward\n  renamed: {opawa: old-opawa}\n"),
+        (
+            "target: 80\n",
+            "target: 80\nretired:\n  measures: [gone]\n  places: [lost]\n"
+            '  dimension_values: {age: ["0-4"], sex: [other]}\n',
+        ),
+    )
+    homes = tree.measures()[0]
+    assert (homes.was, homes.moved_from) == ("old-homes", "scirt")
+    assert tree.places.renamed == {"opawa": "old-opawa"}
+    assert tree.retired.measures == ["gone"] and tree.retired.places == ["lost"]
+    assert tree.retired.dimension_values == {"age": ["0-4"], "sex": ["other"]}
 
 
 def test_reports_every_planted_fault_with_its_line(tmp_path):
@@ -507,6 +628,21 @@ def test_resolves_paths_against_the_tree_folder(tmp_path):
     tree = load(tmp_path, (str(BOUNDARIES), "data/hoods.geojson"))
     assert tree.places.boundaries == tmp_path / "data" / "hoods.geojson"
     assert tree.neighbourhood_ids == NEIGHBOURHOODS
+
+
+def test_refuses_a_file_feed_that_a_link_takes_outside_the_tree_folder(tmp_path):
+    folder, outside = tmp_path / "tree", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / "data").symlink_to(outside, target_is_directory=True)
+    text = tree_text(("url: file:repairs.csv", "url: file:data/repairs.csv"))
+    assert problems_of(folder, text) == [
+        Problem(
+            15,
+            "feed 'eqc-repairs': url must name a file inside the tree's folder, "
+            "got 'file:data/repairs.csv'",
+        )
+    ]
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -17,10 +17,15 @@ from tracker.errors import TrackerError
 from tracker.settings import Settings
 
 
-def initialise(settings: Settings) -> tuple[Engine, "Tree"]:  # noqa: F821
-    """Create or migrate the schema, then load the tree's places and nodes (idempotent)."""
-    from tracker.models import Place
-    from tracker.places import read_streets, store_places
+def initialise(
+    settings: Settings, report: Callable[[str], None] | None = None
+) -> tuple[Engine, "Tree"]:  # noqa: F821
+    """Create or migrate the schema, then load the tree's places and nodes (idempotent).
+
+    `report` gets a line for each thing the new tree retired, moved or left unshown; a
+    change that would drop data silently is refused whole (TreeChangeRefused).
+    """
+    from tracker.places import read_streets
     from tracker.tree import load_tree, store_tree
 
     tree = load_tree(settings.tree)
@@ -29,18 +34,12 @@ def initialise(settings: Settings) -> tuple[Engine, "Tree"]:  # noqa: F821
     try:
         migrate(engine)
         with session_scope(engine) as session:
-            store_places(
-                session,
-                city_id=tree.city.id,
-                city_name=tree.city.name,
-                boundaries=tree.boundaries,
-                streets=streets,
-            )
-            session.get(Place, tree.city.id).timezone = tree.city.timezone
-            store_tree(session, tree)
+            changes = store_tree(session, tree, streets=streets)
     except BaseException:
         engine.dispose()
         raise
+    for line in changes.lines() if report else ():
+        report(line)
     return engine, tree
 
 
@@ -56,7 +55,7 @@ def init() -> None:
     settings = Settings()
     started = time.perf_counter()
     with _refusals():
-        engine, tree = initialise(settings)
+        engine, tree = initialise(settings, report=click.echo)
     engine.dispose()
     click.echo(
         f"Database ready; tree {tree.path} loaded: {len(tree.boundaries)} neighbourhoods, "
@@ -91,7 +90,7 @@ def demo() -> None:
     settings = Settings()
     started = time.perf_counter()
     with _refusals():
-        engine, tree = initialise(settings)
+        engine, tree = initialise(settings, report=click.echo)
         streets = read_streets(tree.places.streets, tree.boundaries) if tree.places.streets else []
         with session_scope(engine) as session:
             counts = load_demo(session, tree, streets)

@@ -40,8 +40,24 @@ from tracker.limits import (
     date_problem,
     magnitude_problem,
 )
-from tracker.models import Agency, Dimension, Feed, MeasurePlace, Node, utcnow
-from tracker.places import Boundary, PlacesError, read_boundaries
+from tracker.models import Agency, Dimension, Feed, MeasurePlace, Node, Place, utcnow
+from tracker.places import (
+    Boundary,
+    PlacesError,
+    StreetRecord,
+    read_boundaries,
+    store_places,
+)
+from tracker.tree_changes import (
+    TreeChangeRefused,
+    TreeChanges,
+    bump_data_versions,
+    locate_works_again,
+    move_measure_history,
+    move_place_history,
+    read_stored,
+    review_changes,
+)
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 DIMENSION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -247,6 +263,8 @@ class PlacesSpec(_Spec):
     name_property: Text = "name"
     area_property: Text | None = None
     streets: Path | None = None
+    # Neighbourhoods whose id changed, new id: old id; init moves the old one's history.
+    renamed: dict[Slug, Slug] = {}
 
     @field_validator("boundaries", "streets")
     @classmethod
@@ -275,9 +293,13 @@ class FeedSpec(_Spec):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str, info: ValidationInfo) -> str:
-        """Only web and local files; a local path is resolved against the tree's folder."""
+        """Only web and local files; a local path is resolved against the tree's folder
+        (links followed) and must stay inside it: feed runs publish what they read."""
         if value.startswith("file:"):
-            return f"file:{_resolve_path(Path(value[5:]), info)}"
+            path = _resolve_path(Path(value[5:]), info)
+            if not path.is_relative_to(_resolve_path(Path(), info)):
+                raise ValueError("must name a file inside the tree's folder")
+            return f"file:{path}"
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http://, https:// or file:")
         return value
@@ -333,6 +355,8 @@ class MeasureSpec(_Spec):
     dimensions: Annotated[list[str], AfterValidator(_unique)] = []
     weight: Weight = 1.0
     source: Literal["works"] | None = None
+    was: Slug | None = None  # the id it had before: init moves that measure's history here
+    moved_from: Slug | None = None  # confirms the measure left this agency for its output's
 
     @model_validator(mode="before")
     @classmethod
@@ -367,6 +391,16 @@ class ResultSpec(_Spec):
 NodeSpec = ResultSpec | OutputSpec | MeasureSpec
 
 
+class RetiredSpec(_Spec):
+    """Ids the file dropped on purpose: init stops showing the rows stored under them."""
+
+    measures: Annotated[list[Slug], AfterValidator(_unique)] = []
+    places: Annotated[list[Slug], AfterValidator(_unique)] = []
+    dimension_values: dict[
+        DimensionName, Annotated[list[DimensionValue], AfterValidator(_unique)]
+    ] = {}
+
+
 class Tree(_Spec):
     """A checked results tree, with the neighbourhood boundaries it was checked against."""
 
@@ -379,6 +413,7 @@ class Tree(_Spec):
     ] = {}
     agencies: list[AgencySpec] = []
     results: list[ResultSpec]
+    retired: RetiredSpec = RetiredSpec()
     _path: Path | None = PrivateAttr(None)
     _boundaries: list[Boundary] = PrivateAttr(default_factory=list)
 
@@ -698,6 +733,14 @@ def _raw_nodes(container: Any, loc: Loc = ()) -> Iterator[tuple[Loc, str, dict]]
                 yield (*output_loc, "measures", k), "measure", measure
 
 
+def _listed(container: dict, key: str) -> list[tuple[int, str]]:
+    """The text items of a list in raw data, with their indexes; anything else is skipped."""
+    value = container.get(key)
+    if not isinstance(value, list):
+        return []
+    return [(index, item) for index, item in enumerate(value) if isinstance(item, str)]
+
+
 def _as_date(value: Any) -> date | None:
     """A date as written in the file (YAML's, or an ISO string), else None."""
     if isinstance(value, date) and not isinstance(value, datetime):
@@ -739,6 +782,7 @@ class _Checker:
             elif kind == "measure":
                 self._check_measure(loc, item)
         self._check_feeds(agencies, agency_ids, measure_agency)
+        self._check_changes(nodes)
         return self.problems
 
     def report(self, loc: Loc, message: str) -> None:
@@ -902,6 +946,113 @@ class _Checker:
             if peak is None or progress > peak[1]:
                 peak = (when, progress)
 
+    def _check_changes(self, nodes: list[tuple[Loc, str, dict]]) -> None:
+        """Renames, moves and retirements (`was`, `moved_from`, `places.renamed`,
+        `retired`) must not contradict the rest of the tree."""
+        live = {item.get("id") for _, _, item in nodes}
+        retired = self.data.get("retired")
+        retired = retired if isinstance(retired, dict) else {}
+        retired_measures = {ident for _, ident in _listed(retired, "measures")}
+        self._check_renamed_measures(nodes, live, retired_measures)
+        self._check_moves(nodes)
+        self._check_retired(retired, live)
+        self._check_renamed_places({ident for _, ident in _listed(retired, "places")})
+
+    def _check_renamed_measures(
+        self, nodes: list[tuple[Loc, str, dict]], live: set, retired: set[str]
+    ) -> None:
+        """A measure's `was` names an id gone from the tree, and no other measure's."""
+        taken: dict[str, int | None] = {}
+        for loc, kind, item in nodes:
+            was = item.get("was")
+            if kind != "measure" or not isinstance(was, str):
+                continue
+            label, here = _label("measure", item, loc[-1]), (*loc, "was")
+            if was in live:
+                self.report(
+                    here,
+                    f"{label}: was names {was!r}, which is still in the tree; "
+                    "a renamed measure's old id must be gone from it",
+                )
+            elif was in retired:
+                self.report(
+                    here,
+                    f"{label}: was names {was!r}, which retired.measures lists too; "
+                    "its history either moves here or stops being shown",
+                )
+            elif was in taken:
+                self.report(here, f"{label}: was names {was!r}, already taken at line {taken[was]}")
+            taken.setdefault(was, _line(self.lines, here))
+
+    def _check_moves(self, nodes: list[tuple[Loc, str, dict]]) -> None:
+        """A measure's `moved_from` names the agency it left, not the one it is under."""
+        for loc, kind, output in nodes:
+            agency = output.get("agency")
+            if kind != "output" or not isinstance(agency, str):
+                continue
+            for index, measure in _items(output, "measures"):
+                if measure.get("moved_from") == agency:
+                    self.report(
+                        (*loc, "measures", index, "moved_from"),
+                        f"{_label('measure', measure, index)}: moved_from names {agency!r}, "
+                        "the agency of its own output",
+                    )
+
+    def _check_retired(self, retired: dict, live: set) -> None:
+        """`retired` lists only ids and values that the tree no longer has."""
+        for index, ident in _listed(retired, "measures"):
+            if ident in live:
+                self.report(
+                    ("retired", "measures", index),
+                    f"retired.measures lists {ident!r}, which is still in the tree",
+                )
+        for index, ident in _listed(retired, "places"):
+            if self.place_ids is not None and ident in self.place_ids:
+                self.report(
+                    ("retired", "places", index),
+                    f"retired.places lists {ident!r}, which the boundaries still have",
+                )
+        values, declared = retired.get("dimension_values"), self.data.get("dimensions")
+        if not isinstance(values, dict) or not isinstance(declared, dict):
+            return
+        for name in values:
+            for index, value in _listed(values, name):
+                if isinstance(declared.get(name), list) and value in declared[name]:
+                    self.report(
+                        ("retired", "dimension_values", name, index),
+                        f"retired.dimension_values lists {name}={value}, "
+                        "which dimensions still declares",
+                    )
+
+    def _check_renamed_places(self, retired: set[str]) -> None:
+        """`places.renamed` maps a neighbourhood of the boundaries to an id they lost."""
+        places = self.data.get("places")
+        renamed = places.get("renamed") if isinstance(places, dict) else None
+        if not isinstance(renamed, dict):
+            return
+        known, taken = self.place_ids, {}
+        for new, old in renamed.items():
+            if not isinstance(new, str) or not isinstance(old, str):
+                continue
+            here = ("places", "renamed", new)
+            if known is not None and new not in known:
+                self.report(
+                    here,
+                    f"places.renamed: {new!r} is not in the boundaries "
+                    "(renamed maps each new id to its old one)",
+                )
+            if known is not None and old in known:
+                self.report(here, f"places.renamed: the old id {old!r} is still in the boundaries")
+            elif old in retired:
+                self.report(
+                    here,
+                    f"places.renamed: {old!r} is under retired.places too; "
+                    f"its history either moves to {new!r} or stops being shown",
+                )
+            elif old in taken:
+                self.report(here, f"places.renamed: {old!r} is renamed twice ({taken[old]!r} too)")
+            taken.setdefault(old, new)
+
     def _check_feeds(
         self, agencies: list[tuple[int, dict]], agency_ids: set, measure_agency: dict
     ) -> None:
@@ -947,20 +1098,52 @@ _MEASURE_COLUMNS = (
 )
 
 
-def store_tree(session: Session, tree: Tree) -> None:
-    """Upsert the tree's agencies, nodes, dimensions and feeds; the caller commits.
+def store_tree(
+    session: Session, tree: Tree, *, streets: list[StreetRecord] | None = None
+) -> TreeChanges:
+    """Store the tree's places (and `streets` when given), agencies, nodes, dimensions and
+    feeds, and say what changed; the caller commits.
 
     Ids the file dropped are retired (never deleted) and un-retired when they come back.
-    A node's definition_version and data_version go up whenever its definition or its
-    places change.
+    TreeChangeRefused, before anything is kept, when that would stop showing stored
+    observations or hand a measure to another agency without the file saying so
+    (tracker.tree_changes). Renamed measures and places take their history along; works
+    are located again where boundaries moved. A node's definition_version and
+    data_version go up whenever its definition or its places change.
     """
     now = utcnow()
+    stored = read_stored(session)
+    places = store_places(
+        session,
+        city_id=tree.city.id,
+        city_name=tree.city.name,
+        boundaries=tree.boundaries,
+        streets=streets,
+    )
+    session.get(Place, tree.city.id).timezone = tree.city.timezone
+    changes = review_changes(session, tree, stored, places.retired)
+    if changes.refusals:
+        raise TreeChangeRefused(changes.refusals)
     _store_agencies(session, tree, now)
     session.flush()  # nodes and feeds refer to agencies
     _store_nodes(session, tree, now)
-    _store_dimensions(session, tree)
+    _dimensions_changed(session, _store_dimensions(session, tree))
     _store_feeds(session, tree, now)
+    session.flush()  # renamed measures and places exist before their history moves
+    touched = move_measure_history(session, tree, changes)
+    touched |= move_place_history(session, tree, changes)
+    touched |= locate_works_again(session, places.redrawn, changes)
+    bump_data_versions(session, touched)
+    if places.changed:
+        _place_tree_changed(session)
     session.flush()
+    return changes
+
+
+def _place_tree_changed(session: Session) -> None:
+    """Every result's definition takes in the place tree: a new one rebuilds cached trees."""
+    for row in session.exec(select(Node).where(Node.kind == "result", Node.retired_at.is_(None))):
+        _definition_changed(row)
 
 
 def _assign(row: Any, values: dict[str, Any]) -> bool:
@@ -1084,18 +1267,34 @@ def _store_places(session: Session, measure: MeasureSpec, rows: dict[str, Measur
     return changed
 
 
-def _store_dimensions(session: Session, tree: Tree) -> None:
-    """Make the Dimension rows match the tree's declared dimension values."""
+def _store_dimensions(session: Session, tree: Tree) -> set[str]:
+    """Make the Dimension rows match the tree's declared dimension values; the names of
+    stored dimensions that gained or lost a value (a new one changes only the measures
+    that now declare it, which store_nodes sees)."""
     rows = {(row.name, row.value): row for row in session.exec(select(Dimension))}
+    stored = {name for name, _ in rows}
+    changed = set()
     for name, values in tree.dimensions.items():
         for position, value in enumerate(values):
             row = rows.pop((name, value), None)
             if row is None:
                 session.add(Dimension(name=name, value=value, position=position))
+                changed.add(name)
             else:
                 _assign(row, {"position": position})
     for row in rows.values():
         session.delete(row)
+        changed.add(row.name)
+    return changed & stored
+
+
+def _dimensions_changed(session: Session, names: set[str]) -> None:
+    """A measure's cells are its dimensions' values: new values make new figures."""
+    if not names:
+        return
+    for row in session.exec(select(Node).where(Node.kind == "measure", Node.retired_at.is_(None))):
+        if names & set(row.dimensions or ()):
+            _definition_changed(row)
 
 
 # Feed settings that change when it runs, not what a run reads.
