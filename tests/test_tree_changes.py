@@ -322,6 +322,7 @@ def test_a_removed_place_is_retired_and_its_works_move_to_the_place_that_holds_t
     assert client.get(f"/api/v1/rollup?place=red-zone-park&date={ON}").status_code == 404
     explain = client.get(f"/api/v1/explain?node=pipes-relaid&place=red-zone-park&date={ON}")
     assert explain.status_code == 404
+    assert client.get("/api/v1/works?place=red-zone-park").status_code == 404
     # The same app, its cache warm from before: the works-derived figure moved with the work.
     assert figure(client, "riccarton", "pipes-relaid")["value"] == 2
     located = client.get("/api/v1/works?place=riccarton").get_json()["features"]

@@ -32,7 +32,7 @@ def works_in_place(
     """Works lying (partly) in the place or, for an area or the city, in any neighbourhood
     below it."""
     place = session.get(Place, place_id)
-    if place is None:
+    if place is None or place.retired_at is not None:
         raise NotFound(f"no place {place_id!r}")
     leaves = _leaves_below(session, place)
     inside = Work.id.in_(select(WorkPlace.work_id).where(WorkPlace.place_id.in_(leaves)))
