@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from tracker.db import make_engine
+from tracker.leases import release_lease, take_lease
 from tracker.models import Feed, FeedRun, SchedulerLease
-from tracker.scheduler import FeedScheduler, Timing, lease_holder, release_lease, take_lease
+from tracker.scheduler import LEASE_NAME, FeedScheduler, Timing, lease_holder
 
 CSV = b"place,date,value\nopawa,2014-03-31,10\nriccarton,2014-03-31,30\n"
 QUICK = Timing(lease=1.5, sync=0.3, max_jitter=0)
@@ -83,16 +84,16 @@ def stop(scheduler: FeedScheduler, thread: threading.Thread) -> None:
 
 def test_the_lease_has_one_holder_until_it_expires_or_is_released(engine):
     now = datetime.now(UTC)
-    assert take_lease(engine, "a", 60, now=now)
-    assert not take_lease(engine, "b", 60, now=now)
-    assert take_lease(engine, "a", 60, now=now + timedelta(seconds=30))  # a renewal
-    assert not take_lease(engine, "b", 60, now=now + timedelta(seconds=89))
-    assert take_lease(engine, "b", 60, now=now + timedelta(seconds=91))  # a's lapsed
-    assert not take_lease(engine, "a", 60, now=now + timedelta(seconds=92))
-    release_lease(engine, "a")  # not a's to give up
-    assert not take_lease(engine, "a", 60, now=now + timedelta(seconds=93))
-    release_lease(engine, "b")
-    assert take_lease(engine, "a", 60, now=now + timedelta(seconds=94))
+    assert take_lease(engine, LEASE_NAME, "a", 60, now=now)
+    assert not take_lease(engine, LEASE_NAME, "b", 60, now=now)
+    assert take_lease(engine, LEASE_NAME, "a", 60, now=now + timedelta(seconds=30))  # a renewal
+    assert not take_lease(engine, LEASE_NAME, "b", 60, now=now + timedelta(seconds=89))
+    assert take_lease(engine, LEASE_NAME, "b", 60, now=now + timedelta(seconds=91))  # a's lapsed
+    assert not take_lease(engine, LEASE_NAME, "a", 60, now=now + timedelta(seconds=92))
+    release_lease(engine, LEASE_NAME, "a")  # not a's to give up
+    assert not take_lease(engine, LEASE_NAME, "a", 60, now=now + timedelta(seconds=93))
+    release_lease(engine, LEASE_NAME, "b")
+    assert take_lease(engine, LEASE_NAME, "a", 60, now=now + timedelta(seconds=94))
 
 
 def test_two_schedulers_at_once_run_each_job_once(loaded, database_url, tmp_path):
@@ -182,7 +183,7 @@ def test_a_scheduler_process_stops_cleanly_and_a_waiting_one_takes_over_from_a_d
 
 
 def test_the_lease_row_is_a_single_row_named_scheduler(engine):
-    assert take_lease(engine, "a", 60)
+    assert take_lease(engine, LEASE_NAME, "a", 60)
     with Session(engine) as session:
         rows = session.scalars(select(SchedulerLease)).all()
     assert [(row.name, row.holder) for row in rows] == [("scheduler", "a")]
@@ -190,7 +191,7 @@ def test_the_lease_row_is_a_single_row_named_scheduler(engine):
 
 def test_the_feeds_page_says_a_scheduler_runs_without_naming_its_host(engine, client):
     assert "No scheduler is running" in client.get("/feeds").get_data(as_text=True)
-    assert take_lease(engine, "ops-host-7.internal:4242:ab12", 60)
+    assert take_lease(engine, LEASE_NAME, "ops-host-7.internal:4242:ab12", 60)
     page = client.get("/feeds").get_data(as_text=True)
     assert "The scheduler is running." in page
     assert "ops-host-7" not in page and "4242" not in page

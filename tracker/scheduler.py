@@ -3,8 +3,8 @@
 It is a process of its own because a scheduler started inside gunicorn runs every job
 once per worker. Even so, two schedulers can overlap (a deploy starting the new one
 before the old one stops, two hosts), so jobs run only while this process holds the
-lease: a SchedulerLease row taken atomically and renewed by a heartbeat. A second
-scheduler polls until the lease expires, then takes over.
+lease: the SchedulerLease row named "scheduler" (tracker.leases), taken atomically and
+renewed by a heartbeat. A second scheduler polls until the lease expires, then takes over.
 
 Jobs call what `tracker import FEED` calls (tracker.feeds.run_feeds). The tree is
 followed without a restart: a sync job re-reads the Feed rows, which `tracker init`
@@ -18,16 +18,16 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, delete, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from tracker.errors import TrackerError
 from tracker.feeds import city_timezone, every_interval, feed_trigger, next_due, run_feeds
+from tracker.leases import live_lease, release_lease, take_lease
 from tracker.models import Feed, FeedRun, SchedulerLease, utcnow
 
 log = logging.getLogger(__name__)
@@ -61,49 +61,9 @@ class Timing:
 # --- the lease ------------------------------------------------------------------------
 
 
-def take_lease(engine: Engine, holder: str, seconds: float, *, now: datetime | None = None) -> bool:
-    """Take the lease, or renew it if `holder` has it; False while another holds it.
-
-    Atomic on both backends: one conditional UPDATE takes over an expired lease (or
-    renews our own), and the primary key lets only one INSERT create a missing one.
-    """
-    now = now or utcnow()
-    expires = now + timedelta(seconds=seconds)
-    with engine.begin() as connection:
-        taken = connection.execute(
-            update(SchedulerLease)
-            .where(
-                SchedulerLease.name == LEASE_NAME,
-                or_(SchedulerLease.expires_at < now, SchedulerLease.holder == holder),
-            )
-            .values(holder=holder, expires_at=expires)
-        ).rowcount
-    if taken:
-        return True
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                insert(SchedulerLease).values(name=LEASE_NAME, holder=holder, expires_at=expires)
-            )
-    except IntegrityError:
-        return False  # the row exists: another scheduler holds the lease
-    return True
-
-
-def release_lease(engine: Engine, holder: str) -> None:
-    """Give the lease up (if `holder` has it), so a waiting scheduler takes over at once."""
-    with engine.begin() as connection:
-        connection.execute(
-            delete(SchedulerLease).where(
-                SchedulerLease.name == LEASE_NAME, SchedulerLease.holder == holder
-            )
-        )
-
-
 def lease_holder(session: Session, *, now: datetime | None = None) -> SchedulerLease | None:
     """The lease while a scheduler holds it; None when no scheduler is running."""
-    lease = session.get(SchedulerLease, LEASE_NAME)
-    return lease if lease is not None and lease.expires_at >= (now or utcnow()) else None
+    return live_lease(session, LEASE_NAME, now=now)
 
 
 # --- the scheduler ----------------------------------------------------------------------
@@ -132,12 +92,12 @@ class FeedScheduler:
         """Serve while holding the lease, wait for it otherwise; return once stopped."""
         log.info("scheduler %s started", self.holder)
         while not self._stop.is_set():
-            if take_lease(self.engine, self.holder, self.timing.lease):
+            if take_lease(self.engine, LEASE_NAME, self.holder, self.timing.lease):
                 log.info("scheduler %s holds the lease", self.holder)
                 self._serve()
             else:
                 self._stop.wait(self.timing.heartbeat)
-        release_lease(self.engine, self.holder)
+        release_lease(self.engine, LEASE_NAME, self.holder)
         log.info("scheduler %s stopped", self.holder)
 
     def run_until_signalled(self) -> None:
@@ -243,7 +203,7 @@ class FeedScheduler:
         """A feed job: `tracker import FEED`, if this process still holds the lease."""
         # Renewing here, not only in the heartbeat, closes the gap in which another
         # scheduler could have taken an expired lease over.
-        if not take_lease(self.engine, self.holder, self.timing.lease):
+        if not take_lease(self.engine, LEASE_NAME, self.holder, self.timing.lease):
             self._lost_lease()
             return
         try:
@@ -253,7 +213,7 @@ class FeedScheduler:
 
     def _heartbeat(self) -> None:
         """Renew the lease; wake _serve() when it is lost."""
-        if not take_lease(self.engine, self.holder, self.timing.lease):
+        if not take_lease(self.engine, LEASE_NAME, self.holder, self.timing.lease):
             self._lost_lease()
 
     def _lost_lease(self) -> None:
