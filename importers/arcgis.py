@@ -7,6 +7,7 @@ is preferred: it names each field's type, so epoch-millisecond dates are found a
 turned into calendar dates. A `file:` URL is a folder of saved answers (page-1.json …).
 """
 
+import logging
 from datetime import datetime
 from itertools import pairwise
 from typing import Any
@@ -28,6 +29,8 @@ from importers import (
 )
 from importers.geojson import feature_row
 from importers.json import load_json
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 
@@ -84,13 +87,7 @@ class ArcGisImporter(Importer):
         if not isinstance(data, dict):
             raise ParseError("expected an ArcGIS query answer (a JSON object)")
         if "error" in data:
-            # ArcGIS reports a refused query (bad where, missing token) with HTTP 200.
-            error = data["error"] if isinstance(data["error"], dict) else {}
-            details = "; ".join(str(d) for d in error.get("details") or [])
-            raise ParseError(
-                f"ArcGIS error {error.get('code')}: {error.get('message')}"
-                + (f" ({details})" if details else "")
-            )
+            raise _refusal(data["error"])
         features = data.get("features")
         if not isinstance(features, list):
             raise ParseError("the answer has no list of features")
@@ -112,6 +109,20 @@ class ArcGisImporter(Importer):
             for name in dates & row.fields.keys():
                 row.fields[name] = epoch_date(row.fields[name], zone)
         return Page(rows, columns, more)
+
+
+def _refusal(error: Any) -> ParseError:
+    """A refused query (a bad where, a missing token), which ArcGIS sends with HTTP 200.
+
+    Its message and details are the server's text: the operator's log has them; the
+    public error has the code only when it is an HTTP-like number.
+    """
+    log.warning("ArcGIS refused the query: %.500s", error)
+    code = error.get("code") if isinstance(error, dict) else None
+    known = isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599
+    return ParseError(
+        f"ArcGIS error{f' {code}' if known else ''} (its message is in the operator's log)"
+    )
 
 
 def esri_row(number: int, feature: Any) -> SourceRow:

@@ -5,6 +5,7 @@ by the `resource_id` option or in the URL's query. A `file:` URL is a folder of 
 answers (page-1.json …).
 """
 
+import logging
 import re
 from typing import Any
 
@@ -20,6 +21,8 @@ from importers import (
     register,
 )
 from importers.json import load_json, record_row
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2})T[\d:.]+$")
@@ -65,8 +68,10 @@ class CkanImporter(Importer):
         if not isinstance(data, dict):
             raise ParseError("expected a CKAN API answer (a JSON object)")
         if data.get("success") is False:
-            error = data.get("error") if isinstance(data.get("error"), dict) else {}
-            raise ParseError(f"CKAN refused the request: {error.get('message') or error}")
+            # CKAN's message is the server's text: the operator's log has it, the public
+            # error does not.
+            log.warning("CKAN refused the request: %.500s", data.get("error"))
+            raise ParseError("CKAN refused the request (its message is in the operator's log)")
         result = data.get("result")
         if not isinstance(result, dict) or not isinstance(result.get("records"), list):
             raise ParseError("the answer has no result.records list")

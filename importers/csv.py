@@ -81,8 +81,11 @@ def _check_header(header: list[str]) -> None:
     missing = [i + 1 for i, name in enumerate(header) if not name]
     if missing:
         raise ParseError(f"line 1: header column {missing[0]} has no name")
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            raise ParseError(f"line 1: header names column {name!r} twice")
-        seen.add(name)
+    # Positions, not the name: a file that is not CSV would have its text shown.
+    first: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if name in first:
+            raise ParseError(
+                f"line 1: the header names one column twice (columns {first[name]} and {position})"
+            )
+        first[name] = position
