@@ -28,6 +28,13 @@ def engine(loaded):
     return loaded[0]
 
 
+@pytest.fixture(autouse=True)
+def tree_folder(tmp_path, monkeypatch):
+    """tmp_path, where add_feeds writes, as the configured tree's folder: `file:` feeds are
+    read only from inside it."""
+    monkeypatch.setenv("TRACKER_TREE", str(tmp_path / "results_tree.yaml"))
+
+
 def add_feeds(engine, tmp_path: Path, *ids: str, every: str = "1h") -> None:
     """Local CSV feeds of the eqc measure, as `tracker init` stores them."""
     path = tmp_path / "repairs.csv"
@@ -150,7 +157,7 @@ def test_a_scheduler_process_stops_cleanly_and_a_waiting_one_takes_over_from_a_d
     add_feeds(engine, tmp_path, "feed-a")
     env = os.environ | {
         "TRACKER_DATABASE_URL": settings.database_url,
-        "TRACKER_TREE": str(settings.tree),
+        "TRACKER_TREE": str(tmp_path / "results_tree.yaml"),
         "TRACKER_INSTANCE_PATH": str(settings.instance_path),
         "TRACKER_SECRET_KEY": "test-secret",
     }
