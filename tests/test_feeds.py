@@ -21,6 +21,7 @@ from tracker.models import (
     FeedRun,
     Observation,
     ObservationRevision,
+    SchedulerLease,
     Work,
 )
 
@@ -103,6 +104,23 @@ def stored(engine) -> dict:
             for model in (ObservationRevision, Batch, Work, FeedRejection)
         }
     return {"observations": observations, **counts}
+
+
+def left_running(
+    engine, feed_id: str, ago: timedelta, lease: timedelta | None = None, held_for: int = 0
+) -> None:
+    """A run another host started `ago` and that is still "running", with the run's lease
+    expiring `lease` from now (None: no lease); the lease names the run `held_for` after it."""
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        run = FeedRun(feed_id=feed_id, started_at=now - ago)
+        session.add(run)
+        session.flush()
+        if lease is not None:
+            holder = f"{run.id + held_for} other-host:4242"
+            name = feeds.run_lease_name(feed_id)
+            session.add(SchedulerLease(name=name, holder=holder, expires_at=now + lease))
+        session.commit()
 
 
 def feed_row(engine, feed_id: str = "eqc-repairs") -> Feed:
@@ -518,9 +536,7 @@ def test_a_run_left_running_by_a_dead_process_is_closed(engine, tree_folder):
     path = tree_folder / "repairs.csv"
     path.write_bytes(CSV)
     feed_id = add_feed(engine, f"file:{path}")
-    with Session(engine) as session:
-        session.add(FeedRun(feed_id=feed_id, started_at=datetime.now(UTC) - timedelta(hours=2)))
-        session.commit()
+    left_running(engine, feed_id, timedelta(hours=2))
     run_feed(engine, feed_id)
     with Session(engine) as session:
         statuses = session.scalars(select(FeedRun.status).order_by(FeedRun.id)).all()
@@ -751,9 +767,8 @@ def test_a_source_that_never_stops_paging_is_cut_off_and_stores_nothing(
 def test_a_feed_already_running_elsewhere_is_not_read_twice(engine, server):
     server.add("/repairs.csv", Answer(body=CSV))
     feed_id = add_feed(engine, server.url("/repairs.csv"))
-    with Session(engine) as session:
-        session.add(FeedRun(feed_id=feed_id, started_at=datetime.now(UTC) - timedelta(minutes=5)))
-        session.commit()
+    # Its process is alive: it renews the run's lease.
+    left_running(engine, feed_id, timedelta(minutes=5), lease=timedelta(seconds=30))
     before = stored(engine)
     run = run_feed(engine, feed_id)
     assert run.status == "failed" and "another run of this feed" in run.error

@@ -2,23 +2,44 @@
 against validators too long to keep: real HTTP servers on 127.0.0.1, on both backends."""
 
 import json
+import signal
+import subprocess
+import sys
 import time
+from datetime import timedelta
 
 import pytest
 from fixtures.feeds.server import Answer
+from sqlalchemy import select
+from sqlmodel import Session
 from test_feeds import (  # noqa: F401 (the fixtures are used by name)
     CSV,
     add_feed,
     configured_tree_folder,
     feed_row,
     feed_server,
+    left_running,
     loaded_engine,
     quick_backoff,
     stored,
 )
+from test_scheduler import wait_for
 
 from tracker import feeds
 from tracker.feeds import run_feed
+from tracker.models import FeedRun, SchedulerLease
+
+
+def runs(engine) -> list[tuple[str, str | None]]:
+    """(status, error) of every run, in order."""
+    with Session(engine) as session:
+        return session.execute(select(FeedRun.status, FeedRun.error).order_by(FeedRun.id)).all()
+
+
+def leases(engine) -> list[SchedulerLease]:
+    with Session(engine) as session:
+        return session.scalars(select(SchedulerLease)).all()
+
 
 # --- the timeout bounds the whole answer ------------------------------------------------
 
@@ -207,6 +228,65 @@ def test_a_file_feed_outside_the_tree_s_folder_is_not_read(engine, tree_folder, 
     assert run.status == "failed"
     assert run.error == f"{path.name} is outside the tree's folder; not read"
     assert stored(engine)["Batch"] == 0
+
+
+# --- runs whose process died ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lease", "held_for"),
+    [(None, 0), (timedelta(seconds=-1), 0), (timedelta(seconds=30), 100)],
+    ids=["no lease", "expired", "another run's"],
+)
+def test_a_run_whose_process_stopped_is_closed_and_the_feed_runs_at_once(
+    engine, server, lease, held_for
+):
+    server.add("/repairs.csv", Answer(body=CSV))
+    feed_id = add_feed(engine, server.url("/repairs.csv"))
+    left_running(engine, feed_id, timedelta(minutes=2), lease, held_for)
+    run = run_feed(engine, feed_id)
+    assert (run.status, run.rows) == ("ok", 3)
+    assert runs(engine) == [("failed", "interrupted: its process stopped"), ("ok", None)]
+    assert leases(engine) == []  # the finished run gave its lease up
+
+
+def test_a_run_holds_a_lease_that_fits_however_long_the_feed_s_id():
+    names = {feeds.run_lease_name(c * 100) for c in "ab"} | {feeds.run_lease_name("eqc")}
+    assert len(names) == 3
+    assert all(len(name) <= 50 for name in names)
+    assert feeds.run_lease_name("eqc") == "feedrun:eqc"
+
+
+KILLED_RUN = """
+import sys
+from tracker import feeds
+from tracker.db import make_engine
+feeds.RUN_LEASE_SECONDS = float(sys.argv[3])
+feeds.run_feed(make_engine(sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_a_run_killed_mid_fetch_does_not_hold_the_feed_back(engine, database_url, server):
+    lease_seconds = 1.0
+    server.add("/repairs.csv", Answer(body=CSV, trickle=0.5), Answer(body=CSV))
+    feed_id = add_feed(engine, server.url("/repairs.csv"), id="f" * 100, timeout=60)
+    command = [sys.executable, "-c", KILLED_RUN, database_url, feed_id, str(lease_seconds)]
+    child = subprocess.Popen(command)
+    try:
+        assert wait_for(lambda: server.count("/repairs.csv") == 1 and leases(engine), 15)
+        child.send_signal(signal.SIGKILL)
+        child.wait(5)
+        killed = time.monotonic()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+    assert runs(engine) == [("running", None)]
+    time.sleep(lease_seconds)  # the lease it can no longer renew runs out
+    run = run_feed(engine, feed_id)
+    assert time.monotonic() - killed < lease_seconds + 1
+    assert (run.status, run.rows) == ("ok", 3)
+    assert runs(engine) == [("failed", "interrupted: its process stopped"), ("ok", None)]
 
 
 # --- validators too long to keep --------------------------------------------------------

@@ -15,9 +15,11 @@ agencies' guide to what is read and why a row is rejected.
 """
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -39,13 +41,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 from requests.adapters import HTTPAdapter
 from shapely.errors import ShapelyError
 from shapely.geometry import mapping
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, true, update
 from sqlmodel import Session
 
 from importers import Importer, ParseError, SourceRow, SourceTable, get_importer
 from tracker import __version__
 from tracker.errors import NotFound, TrackerError
-from tracker.models import Agency, Feed, FeedRejection, FeedRun, Place, utcnow
+from tracker.leases import HOLDER_LENGTH, NAME_LENGTH, LeaseHeartbeat, live_lease
+from tracker.models import Agency, Feed, FeedRejection, FeedRun, Place, SchedulerLease, utcnow
 from tracker.rollup import utc_iso
 from tracker.settings import Settings
 from tracker.submissions import RowError, submit_observations, submit_works
@@ -64,7 +67,10 @@ CHUNK_BYTES = 16 * 1024
 MAX_REDIRECTS = 5  # per request; each one checked by redirect_allowed first
 REJECTIONS_KEPT = 1000  # reasons stored per run; the run's `rejected` count is exact
 FIELD_NAME_KEPT = 100  # FeedRejection.field holds this much of a (source-named) field
-INTERRUPTED_AFTER = timedelta(hours=1)  # a run still "running" this long died with its process
+INTERRUPTED_AFTER = timedelta(hours=1)  # a run still "running" this long is stuck
+# A run's lease lasts this long unless renewed (every third of it): how soon a run whose
+# process was killed stops holding its feed back.
+RUN_LEASE_SECONDS = 60.0
 USER_AGENT = f"rebuild-tracker/{__version__} (feed reader)"
 DEFAULT_TIMEZONE = "Pacific/Auckland"
 
@@ -116,23 +122,52 @@ def run_feed(sessions: SessionSource, feed_id: str, *, now: datetime | None = No
     with open_session() as session:
         feed = _live_feed(session, feed_id, lock=True)
         timezone = city_timezone(session)
-        _close_interrupted(session, feed_id, now)
-        under_way = _running_since(session, feed_id)
-        run = FeedRun(feed_id=feed_id, started_at=now)
-        if under_way is not None:
-            # `tracker import` beside the scheduler, or a scheduler that lost its lease
-            # mid-run: reading the source twice at once would only repeat the work.
-            run.status, run.finished_at = "failed", now
-            run.error = f"another run of this feed has been under way since {under_way:%H:%M} UTC"
-        session.add(run)
+        run, holder = _start_run(session, feed_id, now)
         session.expunge(feed)  # read after the commit, whatever the session's expiry rule
         session.commit()
-        run_id = run.id
-    if under_way is not None:
+        run_id, engine = run.id, session.get_bind()
+    if holder is None:
         log.info("feed %s: skipped, another run is under way", feed_id)
         return run
+    with LeaseHeartbeat(engine, run_lease_name(feed_id), holder, RUN_LEASE_SECONDS):
+        _perform(open_session, feed, run_id, timezone, now)
+    with open_session() as session:
+        run = session.get(FeedRun, run_id)
+    log.info("feed %s: %s, %s rows, %s rejected", feed_id, run.status, run.rows, run.rejected)
+    return run
+
+
+def _start_run(session: Session, feed_id: str, now: datetime) -> tuple[FeedRun, str | None]:
+    """Record a run, with its lease unless another run is under way; no commit.
+
+    Returns the run and its lease's holder, or None as the holder of a run refused.
+    """
+    _close_dead_runs(session, feed_id, now)
+    under_way = _running_since(session, feed_id)
+    run = FeedRun(feed_id=feed_id, started_at=now)
+    session.add(run)
+    if under_way is not None:
+        # `tracker import` beside the scheduler, or a scheduler that lost its lease
+        # mid-run: reading the source twice at once would only repeat the work.
+        run.status, run.finished_at = "failed", now
+        run.error = f"another run of this feed has been under way since {under_way:%H:%M} UTC"
+        return run, None
+    session.flush()
+    # The run's id first, then where it runs, for the operator.
+    holder = f"{run.id} {socket.gethostname()}:{os.getpid()}"[:HOLDER_LENGTH]
+    # In the run's own transaction, so no one sees it "running" without its lease.
+    expires = utcnow() + timedelta(seconds=RUN_LEASE_SECONDS)
+    session.merge(SchedulerLease(name=run_lease_name(feed_id), holder=holder, expires_at=expires))
+    return run, holder
+
+
+def _perform(
+    open_session: Callable[[], Session], feed: Feed, run_id: int, timezone: str, now: datetime
+) -> None:
+    """Fetch, parse and store a run already recorded, and record how it ended."""
     today = now.astimezone(ZoneInfo(timezone)).date()
     fetcher = Fetcher(feed)
+    feed_id = feed.id
     try:
         table = _read(feed, fetcher, timezone)
         with open_session() as session:
@@ -150,10 +185,6 @@ def run_feed(sessions: SessionSource, feed_id: str, *, now: datetime | None = No
         _finish(open_session, run_id, status="failed", error=error, http_status=fetcher.status)
     finally:
         fetcher.close()
-    with open_session() as session:
-        run = session.get(FeedRun, run_id)
-    log.info("feed %s: %s, %s rows, %s rejected", feed_id, run.status, run.rows, run.rejected)
-    return run
 
 
 def run_feeds(
@@ -208,17 +239,40 @@ def _running_since(session: Session, feed_id: str) -> datetime | None:
     )
 
 
-def _close_interrupted(session: Session, feed_id: str, now: datetime) -> None:
-    """Mark runs whose process died mid-run as failed, so none stays "running" forever."""
-    session.execute(
-        update(FeedRun)
-        .where(
-            FeedRun.feed_id == feed_id,
-            FeedRun.status == "running",
-            FeedRun.started_at < now - INTERRUPTED_AFTER,
+def run_lease_name(feed_id: str) -> str:
+    """The lease a run of the feed holds while under way; a digest when the id is too long."""
+    name = f"feedrun:{feed_id}"
+    if len(name) <= NAME_LENGTH:
+        return name
+    return f"feedrun#{hashlib.sha256(feed_id.encode()).hexdigest()[:32]}"  # '#': no id has one
+
+
+def _live_run(session: Session, feed_id: str) -> int | None:
+    """The id of the feed's run whose process holds its lease, or None."""
+    lease = live_lease(session, run_lease_name(feed_id))
+    run_id = lease.holder.partition(" ")[0] if lease else ""
+    return int(run_id) if run_id.isdigit() else None
+
+
+def _close_dead_runs(session: Session, feed_id: str, now: datetime) -> None:
+    """Mark as failed the runs left "running" by a process that stopped mid-run.
+
+    A run's process renews the run's lease while it works; once it stops (killed, its host
+    gone) the lease expires, so the next run goes ahead within RUN_LEASE_SECONDS instead of
+    being refused as "under way". A run still renewing after INTERRUPTED_AFTER is stuck.
+    """
+    running = (FeedRun.feed_id == feed_id, FeedRun.status == "running")
+    stuck = FeedRun.started_at < now - INTERRUPTED_AFTER
+    live = _live_run(session, feed_id)
+    for condition, error in (
+        (stuck, "interrupted: the run never finished"),
+        (FeedRun.id != live if live else true(), "interrupted: its process stopped"),
+    ):
+        session.execute(
+            update(FeedRun)
+            .where(*running, condition)
+            .values(status="failed", finished_at=now, error=error)
         )
-        .values(status="failed", finished_at=now, error="interrupted: the run never finished")
-    )
 
 
 def _finish(open_session: Callable[[], Session], run_id: int, **values: Any) -> None:
@@ -1035,6 +1089,7 @@ __all__ = [
     "redirect_allowed",
     "run_feed",
     "run_feeds",
+    "run_lease_name",
     "run_rejections",
     "tree_folder",
     "work_row",
