@@ -46,10 +46,10 @@ from sqlmodel import Session
 
 from importers import Importer, ParseError, SourceRow, SourceTable, get_importer
 from tracker import __version__
+from tracker.clock import city_timezone, utc_iso
 from tracker.errors import NotFound, TrackerError
 from tracker.leases import HOLDER_LENGTH, NAME_LENGTH, LeaseHeartbeat, live_lease
 from tracker.models import Agency, Feed, FeedRejection, FeedRun, Place, SchedulerLease, utcnow
-from tracker.rollup import utc_iso
 from tracker.settings import Settings
 from tracker.submissions import RowError, submit_observations, submit_works
 from tracker.text import search_key
@@ -72,7 +72,6 @@ INTERRUPTED_AFTER = timedelta(hours=1)  # a run still "running" this long is stu
 # process was killed stops holding its feed back.
 RUN_LEASE_SECONDS = 60.0
 USER_AGENT = f"rebuild-tracker/{__version__} (feed reader)"
-DEFAULT_TIMEZONE = "Pacific/Auckland"
 
 OBSERVATION_FIELDS = ("measure", "place", "date", "value", "note")
 WORK_FIELDS = (
@@ -222,12 +221,6 @@ def _live_feed(session: Session, feed_id: str, *, lock: bool = False) -> Feed:
     if feed is None or feed.retired_at is not None:
         raise NotFound(f"no feed {feed_id!r} in the tree")
     return feed
-
-
-def city_timezone(session: Session) -> str:
-    """The city's timezone (CONTRACT §2), which schedules and report dates follow."""
-    timezone = session.scalar(select(Place.timezone).where(Place.level == "city"))
-    return timezone or DEFAULT_TIMEZONE
 
 
 def _running_since(session: Session, feed_id: str) -> datetime | None:

@@ -23,11 +23,10 @@ import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from fractions import Fraction
 from itertools import pairwise
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     Date,
@@ -48,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
+from tracker.clock import city_timezone, today_in, utc_iso
 from tracker.errors import NotFound, TrackerError
 from tracker.limits import MAX_MAGNITUDE
 from tracker.models import (
@@ -68,7 +68,6 @@ MAX_UNION = 400  # SELECTs per UNION ALL (SQLite allows 500)
 ON_TRACK_BAND = Fraction(1, 20)
 AT_RISK_BAND = Fraction(3, 20)
 FREQUENCY_MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
-DEFAULT_TIMEZONE = "Pacific/Auckland"
 
 Filters = tuple[tuple[str, str], ...]  # sorted (dimension, value) pairs; () for none
 # Values outside ±MAX_MAGNITUDE are refused on the way in, but rows stored before that
@@ -191,7 +190,7 @@ class TreeDef:
 
     def today(self) -> date:
         """Today in the city's timezone."""
-        return datetime.now(ZoneInfo(self.timezone)).date()
+        return today_in(self.timezone)
 
 
 def load_tree(session: Session, cache: RollupCache | None = None) -> TreeDef:
@@ -269,7 +268,6 @@ def _build_tree(session: Session, cache: RollupCache, key: tuple) -> TreeDef:
         )
     }
     city = next((p for p in places.values() if p.level == "city"), None)
-    timezone = session.scalar(select(Place.timezone).where(Place.level == "city"))
     dimensions: dict[str, set[str]] = defaultdict(set)
     for name, value in session.execute(select(Dimension.name, Dimension.value)):
         dimensions[name].add(value)
@@ -281,7 +279,7 @@ def _build_tree(session: Session, cache: RollupCache, key: tuple) -> TreeDef:
         places=places,
         leaves_below=_leaves_below(places),
         city_id=city.id if city else None,
-        timezone=timezone or DEFAULT_TIMEZONE,
+        timezone=city_timezone(session),
         dimensions={name: frozenset(values) for name, values in dimensions.items()},
     )
 
@@ -1346,13 +1344,6 @@ def _works_behind(
             }
         )
     return found
-
-
-def utc_iso(moment: datetime) -> str:
-    """A time as UTC ISO 8601 with Z; naive times (SQLite) are already UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- timeliness ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -24,19 +24,12 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from tracker.clock import utc_iso
 from tracker.errors import TrackerError
-
-
-def utc_text(moment: datetime) -> str:
-    """A time as UTC ISO 8601 with Z (CONTRACT §4); naive times from SQLite are UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 UtcTime = Annotated[
     datetime,
-    PlainSerializer(utc_text, return_type=str),
+    PlainSerializer(utc_iso, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
