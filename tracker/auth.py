@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
+from sqlalchemy import update
 from sqlmodel import Session, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -422,3 +423,27 @@ def live_agencies(session: Session) -> list[Agency]:
     return list(
         session.exec(select(Agency).where(Agency.retired_at.is_(None)).order_by(Agency.name))
     )
+
+
+ROLE_NAMES = {"agency": "agency staff", "official": "officials"}
+
+
+def require_role(user: User | None, role: str | None, *, what: str = "this page") -> User:
+    """The user, when signed in with `role` (any role for None); 401 or 403 otherwise."""
+    if user is None:
+        raise TrackerError(f"sign in to see {what}", status=401)
+    if role is not None and user.role != role:
+        raise TrackerError(f"{what} is for {ROLE_NAMES[role]}", status=403)
+    return user
+
+
+def end_sessions(session: Session, user_id: int) -> None:
+    """End every browser session of an account (the cookie's session version moves on)."""
+    session.execute(
+        update(User).where(User.id == user_id).values(session_version=User.session_version + 1)
+    )
+
+
+def get_agency(session: Session, agency_id: str | None) -> Agency | None:
+    """The agency with this id, or None."""
+    return session.get(Agency, agency_id) if agency_id else None

@@ -104,6 +104,19 @@ def _close_session(_exc: BaseException | None) -> None:
 
 
 @contextmanager
+def transaction() -> Iterator[Session]:
+    """The request's session for one write: committed when the block ends, rolled back
+    when it raises (the error goes on to the one handler). Views write only through this."""
+    session = get_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+@contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits when the block ends and rolls back on error (CLI, jobs)."""
     with Session(engine, expire_on_commit=False) as session:

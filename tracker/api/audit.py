@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from tracker.api.blueprint import api
 from tracker.api.spec import UtcTime, endpoint
 from tracker.audit import audit_trail
+from tracker.auth import require_role
 from tracker.db import get_session
-from tracker.errors import TrackerError
 
 
 class AuditQuery(BaseModel):
@@ -49,11 +49,7 @@ def audit(query: AuditQuery):
     For officials signed in on the web (the session cookie)."""
     from tracker.web.auth import current_user
 
-    user = current_user()
-    if user is None:
-        raise TrackerError("sign in as an official to read the audit trail", status=401)
-    if user.role != "official":
-        raise TrackerError("only officials can read the audit trail", status=403)
+    require_role(current_user(), "official", what="The audit trail")
     return audit_trail(
         get_session(), measure_id=query.measure, place_id=query.place, limit=query.limit
     )

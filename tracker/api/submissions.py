@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from tracker.api.blueprint import api
 from tracker.api.spec import endpoint
 from tracker.auth import agency_for_token
-from tracker.db import get_session
+from tracker.db import transaction
 from tracker.errors import TrackerError
 from tracker.models import ApiToken
 from tracker.submissions import (
@@ -134,7 +134,6 @@ def _submit(
     submit: Callable[..., Outcome],
 ) -> dict[str, Any]:
     """Authenticate, read the body as JSON or CSV, submit it, commit; the answer's counts."""
-    session = get_session()
     token = _token()
     body = request.get_data(cache=False)  # over the size limit: 413 from Flask
     parsed = _read_body(body, key, read_csv)
@@ -150,18 +149,14 @@ def _submit(
         "dry_run": query.is_dry_run,
     }
     try:
-        outcome = submit(session, **arguments)
-        session.commit()
+        with transaction() as session:
+            outcome = submit(session, **arguments)
     except IntegrityError:
         # Two requests with one Idempotency-Key at once: the loser answers as a replay.
-        session.rollback()
         if idempotency is None:
             raise
-        outcome = submit(session, **arguments)
-        session.commit()
-    except TrackerError:
-        session.rollback()
-        raise
+        with transaction() as session:
+            outcome = submit(session, **arguments)
     return outcome.to_json()
 
 
@@ -170,9 +165,8 @@ def _token() -> ApiToken:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise TrackerError("send an agency token: Authorization: Bearer TOKEN", status=401)
-    found = agency_for_token(get_session(), token.strip())
-    get_session().commit()  # keep last_used_at even when the batch is refused
-    return found
+    with transaction() as session:  # last_used_at is kept even when the batch is refused
+        return agency_for_token(session, token.strip())
 
 
 def _read_body(body: bytes, key: str, read_csv: Callable[[bytes], InputRows]) -> InputRows:

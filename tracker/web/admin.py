@@ -16,7 +16,7 @@ from tracker.auth import (
     revoke_token,
     set_password,
 )
-from tracker.db import get_session
+from tracker.db import get_session, transaction
 from tracker.errors import TrackerError
 from tracker.history import measure_titles
 from tracker.places import list_places
@@ -51,16 +51,15 @@ def _index_page(*, form=None, error=None, status=200):
 @login_required("official")
 def add_token():
     """Issue a token and show it this once (never stored in clear, never shown again)."""
-    session = get_session()
     agency_id = request.form.get("agency", "")
-    token = issue_token(
-        session,
-        agency_id,
-        request.form.get("label", "").strip(),
-        by_user_id=current_user().id,
-        channel="web",
-    )
-    session.commit()
+    with transaction() as session:
+        token = issue_token(
+            session,
+            agency_id,
+            request.form.get("label", "").strip(),
+            by_user_id=current_user().id,
+            channel="web",
+        )
     # Rendered, not redirected: a redirect would have to carry the token through the
     # session cookie, which is signed but readable.
     page = render_template("admin/token.html", agency_id=agency_id, token=token)
@@ -71,9 +70,8 @@ def add_token():
 @login_required("official")
 def revoke(token_id: int):
     """Revoke a token: requests that use it get 401 from now on."""
-    session = get_session()
-    row = revoke_token(session, token_id, by_user_id=current_user().id, channel="web")
-    session.commit()
+    with transaction() as session:
+        row = revoke_token(session, token_id, by_user_id=current_user().id, channel="web")
     flash(f"Token #{row.id} of {row.agency_id} is revoked.", "info")
     return redirect(url_for(".index"), 303)
 
@@ -82,24 +80,23 @@ def revoke(token_id: int):
 @login_required("official")
 def add_user():
     """Create a staff account with a first password that the official passes on."""
-    session, form = get_session(), request.form
+    form = request.form
     role = form.get("role", "")
     try:
-        user = create_user(
-            session,
-            form.get("email", ""),
-            form.get("password", ""),
-            role,
-            form.get("agency") if role == "agency" else None,
-            by_user_id=current_user().id,
-            channel="web",
-        )
+        with transaction() as session:
+            user = create_user(
+                session,
+                form.get("email", ""),
+                form.get("password", ""),
+                role,
+                form.get("agency") if role == "agency" else None,
+                by_user_id=current_user().id,
+                channel="web",
+            )
     except TrackerError as exc:
-        session.rollback()
         return _index_page(
             form=form, error=f"Account not created: {exc.message}", status=exc.status
         )
-    session.commit()
     flash(f"Account {user.email} ({user.role}) created.", "info")
     return redirect(url_for(".index"), 303)
 
@@ -108,9 +105,8 @@ def add_user():
 @login_required("official")
 def disable(user_id: int):
     """Disable an account: it cannot sign in, and its open sessions end at once."""
-    session = get_session()
-    user = disable_user(session, user_id, by_user_id=current_user().id, channel="web")
-    session.commit()
+    with transaction() as session:
+        user = disable_user(session, user_id, by_user_id=current_user().id, channel="web")
     flash(f"Account {user.email} is disabled.", "info")
     return redirect(url_for(".index"), 303)
 
@@ -119,9 +115,8 @@ def disable(user_id: int):
 @login_required("official")
 def enable(user_id: int):
     """Let a disabled account sign in again."""
-    session = get_session()
-    user = enable_user(session, user_id, by_user_id=current_user().id, channel="web")
-    session.commit()
+    with transaction() as session:
+        user = enable_user(session, user_id, by_user_id=current_user().id, channel="web")
     flash(f"Account {user.email} is enabled again.", "info")
     return redirect(url_for(".index"), 303)
 
@@ -130,19 +125,17 @@ def enable(user_id: int):
 @login_required("official")
 def password(user_id: int):
     """Set a new password for staff who forgot theirs; their open sessions end."""
-    session = get_session()
     try:
-        user = set_password(
-            session,
-            user_id,
-            request.form.get("password", ""),
-            by_user_id=current_user().id,
-            channel="web",
-        )
+        with transaction() as session:
+            user = set_password(
+                session,
+                user_id,
+                request.form.get("password", ""),
+                by_user_id=current_user().id,
+                channel="web",
+            )
     except TrackerError as exc:
-        session.rollback()
         return _index_page(error=f"Password not changed: {exc.message}", status=exc.status)
-    session.commit()
     flash(f"Account {user.email} has a new password; pass it on to them.", "info")
     return redirect(url_for(".index"), 303)
 

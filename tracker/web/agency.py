@@ -10,7 +10,8 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
-from tracker.db import get_session
+from tracker.auth import get_agency
+from tracker.db import get_session, transaction
 from tracker.history import (
     agency_batches,
     agency_measures,
@@ -18,7 +19,6 @@ from tracker.history import (
     works_history,
     works_measures,
 )
-from tracker.models import Agency
 from tracker.submissions import (
     WORK_DATES,
     WORK_STATUSES,
@@ -56,7 +56,7 @@ def _index_page(*, measure_id=None, form=None, errors=(), status=200):
         abort(404, f"{measure_id!r} is not one of your agency's measures.")
     page = render_template(
         "agency/index.html",
-        agency=session.get(Agency, user.agency_id),
+        agency=get_agency(session, user.agency_id),
         measures=measures,
         chosen=chosen or (measures[0] if measures else None),
         form=form or {},
@@ -276,12 +276,11 @@ def _csv_path(kind: str):
 
 
 def _submit(submit, rows, **options) -> Outcome:
-    """Submit as the signed-in user's agency; commit unless it is a dry run."""
-    session, user = get_session(), current_user()
-    outcome = submit(session, agency_id=user.agency_id, rows=rows, user_id=user.id, **options)
-    if not options.get("dry_run"):
-        session.commit()
-    return outcome
+    """Submit as the signed-in user's agency, in one transaction (a dry run stores nothing
+    to commit)."""
+    user = current_user()
+    with transaction() as session:
+        return submit(session, agency_id=user.agency_id, rows=rows, user_id=user.id, **options)
 
 
 def _stored_message(outcome: Outcome) -> str:

@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
-    abort,
     current_app,
     flash,
     g,
@@ -23,14 +22,19 @@ from flask import (
     url_for,
 )
 from flask import session as web_session
-from sqlalchemy import update
 
-from tracker.auth import LoginRefused, LoginThrottle, active_user, authenticate
-from tracker.db import get_session
+from tracker.auth import (
+    LoginRefused,
+    LoginThrottle,
+    active_user,
+    authenticate,
+    end_sessions,
+    require_role,
+)
+from tracker.db import get_session, transaction
 from tracker.models import User
 
 bp = Blueprint("auth", __name__)
-ROLE_NAMES = {"agency": "agency staff", "official": "officials"}
 
 
 def init_app(app: Flask) -> None:
@@ -67,8 +71,7 @@ def login_required(role: str | None = None):
             if user is None:
                 target = request.full_path.rstrip("?") if request.method == "GET" else None
                 return redirect(url_for("auth.login", next=target), 303)
-            if role is not None and user.role != role:
-                abort(403, f"This page is for {ROLE_NAMES[role]}.")
+            require_role(user, role, what="This page")
             return view(**kwargs)
 
         return wrapped
@@ -94,22 +97,24 @@ def login():
 @bp.post("/login")
 def login_post():
     """Check the credentials; on success start a new session and go on."""
-    session = get_session()
     email = request.form.get("email", "")
-    try:
-        user = authenticate(
-            session,
-            email,
-            request.form.get("password", ""),
-            address=request.remote_addr or "unknown",
-            throttle=current_app.extensions["login_throttle"],
-        )
-    except LoginRefused as exc:
-        session.commit()  # the failure counts towards locking the account
-        flash(exc.message, "error")
+    with transaction() as session:  # a refusal is kept too: it counts towards locking
+        try:
+            user = authenticate(
+                session,
+                email,
+                request.form.get("password", ""),
+                address=request.remote_addr or "unknown",
+                throttle=current_app.extensions["login_throttle"],
+            )
+        except LoginRefused as exc:
+            refused = exc
+        else:
+            refused = None
+    if refused is not None:
+        flash(refused.message, "error")
         page = render_template("auth/login.html", email=email, next=request.form.get("next", ""))
-        return page, exc.status
-    session.commit()
+        return page, refused.status
     start_session(user)
     flash(f"Signed in as {user.email}.", "info")
     wanted = request.form.get("next", "")
@@ -124,11 +129,8 @@ def logout():
     """End the session, and every other session of the account (copies of the cookie)."""
     user = current_user()
     if user is not None:
-        session = get_session()
-        session.execute(
-            update(User).where(User.id == user.id).values(session_version=User.session_version + 1)
-        )
-        session.commit()
+        with transaction() as session:
+            end_sessions(session, user.id)
     web_session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("home.index"), 303)
