@@ -5,7 +5,7 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker.submissions import MeasureRules, _check_row, _quick_row, _validate_row
+from tracker.submissions.observations import MeasureRules, _check_row, _quick_row, _validate_row
 
 TODAY = date(2026, 6, 30)
 RULES = {

@@ -4,7 +4,8 @@ The values are synthetic and labelled as demo data; the targets they head for ar
 tree's (published totals, split as docs/results-tree.md explains). The generators are
 pure — tree and streets in, API-shaped rows out, no database — and seeded, so every run
 gives the same rows. `load_demo` feeds them through tracker.submissions, the one write
-path, so demo data is validated, versioned and audited like any agency's.
+path, so demo data is validated, versioned and audited like any agency's; pages ask
+`has_demo_data` whether to label their figures as demo.
 """
 
 import calendar
@@ -16,7 +17,11 @@ from datetime import date, timedelta
 from itertools import product
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlmodel import Session
+
 from tracker import submissions
+from tracker.models import Batch
 
 SEED = 2011
 NOTE = "demo data"
@@ -426,3 +431,10 @@ def load_demo(session, tree, streets) -> dict[str, int]:
             )
             counts["works"] += outcome.accepted
     return counts
+
+
+def has_demo_data(session: Session) -> bool:
+    """Whether any demo batch was loaded (pages then label their figures as demo)."""
+    return (
+        session.scalar(select(func.count()).select_from(Batch).where(Batch.channel == "demo")) > 0
+    )

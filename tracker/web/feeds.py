@@ -6,11 +6,11 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, current_app, render_template
 
 from tracker.db import get_session
+from tracker.demo import has_demo_data
 from tracker.feeds import agency_names, city_timezone, feed_health, run_rejections
 from tracker.models import utcnow
 from tracker.rollup import app_cache, timeliness
 from tracker.scheduler import lease_holder
-from tracker.submissions import has_demo_data
 
 bp = Blueprint("feeds", __name__)
 

@@ -3,8 +3,8 @@
 from flask import Blueprint, render_template
 
 from tracker.db import get_session
+from tracker.demo import has_demo_data
 from tracker.places import list_places
-from tracker.submissions import has_demo_data
 
 bp = Blueprint("home", __name__)
 
