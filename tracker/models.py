@@ -180,7 +180,6 @@ class Batch(SQLModel, table=True):
     unchanged: int = 0
     idempotency_key: str | None = Field(default=None, max_length=200)
     body_hash: str | None = Field(default=None, max_length=64)
-    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
     # One live key per agency; a key older than 24 hours is cleared before it is reused.
     __table_args__ = (
@@ -352,6 +351,9 @@ class SchedulerLease(SQLModel, table=True):
 
 
 class Comment(SQLModel, table=True):
+    """A resident's comment on a place, street or work. Written by the participation pages
+    still to come (comments, moderation); a place rename already carries them along."""
+
     id: int | None = Field(default=None, primary_key=True)
     place_id: str | None = Field(default=None, foreign_key="place.id", index=True)
     street_id: str | None = Field(default=None, foreign_key="street.id", index=True)
@@ -364,7 +366,8 @@ class Comment(SQLModel, table=True):
 
 
 class Subscription(SQLModel, table=True):
-    """A resident following a place or street by email (confirmed by a link)."""
+    """A resident following a place or street by email (confirmed by a link). Written by
+    the email alerts still to come; a place rename already carries them along."""
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=254, index=True)
