@@ -180,3 +180,22 @@ def test_migration_0007_adds_place_retired_at_and_takes_it_away_keeping_rows(eng
         assert connection.execute(text("SELECT place_id FROM measureplace")).all() == [("p",)]
     assert "retired_at" not in {c["name"] for c in inspect(engine).get_columns("place")}
     _alembic(engine, "upgrade", "head")
+
+
+def test_migration_0008_drops_batch_response_keeping_batches(engine):
+    """batch.response was never written: down to 0007 it comes back empty, up it goes, and
+    the batches (which works and audit events point at) stay."""
+    _alembic(engine, "downgrade", "0007")
+    assert "response" in {c["name"] for c in inspect(engine).get_columns("batch")}
+    with engine.begin() as connection:
+        _insert_place_agency_and_measure(connection)
+        connection.execute(
+            text(
+                "INSERT INTO batch (agency_id, channel, received_at, accepted, revised, unchanged)"
+                " VALUES ('a', 'api', '2026-12-01 00:00:00', 1, 0, 0)"
+            )
+        )
+    _alembic(engine, "upgrade", "head")
+    assert "response" not in {c["name"] for c in inspect(engine).get_columns("batch")}
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT agency_id, accepted FROM batch")).all() == [("a", 1)]
