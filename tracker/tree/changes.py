@@ -32,7 +32,7 @@ from tracker.models import (
 from tracker.places import Box, relocate_works
 
 if TYPE_CHECKING:
-    from tracker.tree import MeasureSpec, Tree
+    from tracker.tree.specs import MeasureSpec, Tree
 
 # How init names each kind of retired id, in the order it prints them.
 KINDS = {
@@ -217,7 +217,7 @@ def _review_moves(session: Session, tree: "Tree", stored: StoredTree, changes: T
 
 def _measure_agencies(tree: "Tree") -> list[tuple["MeasureSpec", str]]:
     """Each measure of the tree with the agency of its output."""
-    from tracker.tree import OutputSpec
+    from tracker.tree.specs import OutputSpec
 
     return [
         (measure, node.agency)
