@@ -12,12 +12,7 @@ written in the caller's one transaction.
 - csv_input: CSV bodies read into rows.
 """
 
-from tracker.submissions.batches import (
-    Idempotency,
-    Outcome,
-    RowError,
-    SubmissionRejected,
-)
+from tracker.submissions.batches import Idempotency, Outcome, RowError, SubmissionRejected
 from tracker.submissions.csv_input import InputRows, read_observations_csv, read_works_csv
 from tracker.submissions.observations import dims_key, submit_observations
 from tracker.submissions.works import WORK_DATES, WORK_STATUSES, submit_works

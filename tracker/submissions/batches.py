@@ -20,10 +20,7 @@ from sqlalchemy import select, text, update
 from sqlmodel import Session
 
 from tracker.errors import TrackerError
-from tracker.models import (
-    Batch,
-    utcnow,
-)
+from tracker.models import Batch, utcnow
 
 CHANNELS = ("api", "csv", "web", "feed", "demo")
 IDEMPOTENCY_TTL = timedelta(hours=24)

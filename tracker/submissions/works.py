@@ -12,14 +12,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlmodel import Session
 
 from tracker.limits import date_problem
-from tracker.models import (
-    AuditEvent,
-    Batch,
-    Node,
-    Work,
-    WorkPlace,
-    WorkStatusChange,
-)
+from tracker.models import AuditEvent, Batch, Node, Work, WorkPlace, WorkStatusChange
 from tracker.submissions.batches import (
     _IN_CHUNK,
     Idempotency,
