@@ -52,7 +52,8 @@ def test_sqlite_planner_seeks_each_series_before_any_analyze(tmp_path):
     from sqlmodel import Session
 
     from tracker.db import SQLITE_STATISTICS
-    from tracker.rollup import MeasureDef, _latest
+    from tracker.rollup import MeasureDef
+    from tracker.rollup.leaves import _latest
 
     engine = make_engine(f"sqlite:///{tmp_path / 'plan.sqlite3'}")
     migrate(engine)

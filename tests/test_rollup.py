@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session
 
-from tracker import rollup as rollup_module
 from tracker.cli import initialise
 from tracker.errors import NotFound, TrackerError
 from tracker.models import Feed, FeedRun
@@ -31,6 +30,7 @@ from tracker.rollup import (
     status,
     timeliness,
 )
+from tracker.rollup import leaves as rollup_leaves
 from tracker.settings import Settings
 from tracker.submissions import submit_observations
 
@@ -571,13 +571,13 @@ def test_a_write_recomputes_only_the_measures_it_changed(city, monkeypatch):
     submit(city, "eqc", obs("homes", "opawa", "2020-01-10", 20))
     rollup(city, place_id="tiny", on=DAY, cache=cache)
     queried = []
-    original = rollup_module._query_cells
+    original = rollup_leaves._query_cells
 
     def spy(session, measures, *args):
         queried.append(sorted(m.id for m in measures))
         return original(session, measures, *args)
 
-    monkeypatch.setattr(rollup_module, "_query_cells", spy)
+    monkeypatch.setattr(rollup_leaves, "_query_cells", spy)
     submit(city, "eqc", obs("homes", "opawa", "2020-01-10", 30))
     assert node(city, "homes", cache=cache)["value"] == 30
     assert queried == [["homes"]]

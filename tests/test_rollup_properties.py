@@ -155,7 +155,8 @@ def test_cached_and_uncached_answers_are_identical(city, first, second, on, age)
 )
 def test_a_lone_cell_has_the_history_the_general_rule_gives(kind, days, values, total):
     """The shortcut for measures without dimensions values each date as _value_at does."""
-    from tracker.rollup import HISTORY, _one_cell_history, _value_at
+    from tracker.rollup.leaves import _one_cell_history, _value_at
+    from tracker.rollup.rules import HISTORY
 
     rows = sorted(
         ((FIRST + timedelta(days=d), v) for d, v in zip(days, values, strict=False)),
