@@ -73,8 +73,9 @@ INTERRUPTED_AFTER = timedelta(hours=1)  # a run still "running" this long is stu
 RUN_LEASE_SECONDS = 60.0
 USER_AGENT = f"rebuild-tracker/{__version__} (feed reader)"
 
-OBSERVATION_FIELDS = ("measure", "place", "date", "value", "note")
-WORK_FIELDS = (
+# The row fields a feed's field map fills in (a work's geometry comes from the record).
+FEED_OBSERVATION_FIELDS = ("measure", "place", "date", "value", "note")
+FEED_WORK_FIELDS = (
     "id",
     "title",
     "status",
@@ -814,7 +815,7 @@ def observation_row(
     """An observation row shaped like the API body, or the reasons it cannot be one."""
     if source.problem:
         return {}, [RowError(source.number, None, source.problem)]
-    row = _mapped(source, feed, OBSERVATION_FIELDS)
+    row = _mapped(source, feed, FEED_OBSERVATION_FIELDS)
     if feed.measure_id:
         row["measure"] = feed.measure_id
     if row.get("note") in (None, ""):
@@ -843,7 +844,7 @@ def work_row(
     """A work row shaped like the API body, or the reasons it cannot be one."""
     if source.problem:
         return {}, [RowError(source.number, None, source.problem)]
-    row = {k: v for k, v in _mapped(source, feed, WORK_FIELDS).items() if v not in (None, "")}
+    row = {k: v for k, v in _mapped(source, feed, FEED_WORK_FIELDS).items() if v not in (None, "")}
     if feed.measure_id:
         row["measure"] = feed.measure_id
     geometry, error = _work_geometry(source, feed)

@@ -128,9 +128,9 @@ class Node(SQLModel, table=True):
     # measure fields (null on results and outputs)
     measure_type: str | None = Field(default=None, max_length=10)  # output | activity
     unit: str | None = Field(default=None, max_length=50)
-    measure_kind: str | None = Field(default=None, max_length=12)  # cumulative|level|flow
-    aggregate: str | None = Field(default=None, max_length=6)  # sum | mean | min | max
-    frequency: str | None = Field(default=None, max_length=10)
+    measure_kind: str | None = Field(default=None, max_length=12)  # vocabulary.MEASURE_KINDS
+    aggregate: str | None = Field(default=None, max_length=6)  # vocabulary.AGGREGATES
+    frequency: str | None = Field(default=None, max_length=10)  # vocabulary.FREQUENCIES
     start: date | None = None
     due: date | None = None
     city_baseline: float | None = None  # a plain number on a sum measure: the city's alone
@@ -170,7 +170,7 @@ class Batch(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     agency_id: str = Field(foreign_key="agency.id", index=True, max_length=100)
-    channel: str = Field(max_length=10)  # api | csv | web | feed | demo
+    channel: str = Field(max_length=10)  # vocabulary.BATCH_CHANNELS
     token_id: int | None = Field(default=None, foreign_key="apitoken.id")
     user_id: int | None = Field(default=None, foreign_key="user.id")
     feed_run_id: int | None = Field(default=None, foreign_key="feedrun.id")
@@ -256,7 +256,7 @@ class Work(SQLModel, table=True):
     agency_id: str = Field(foreign_key="agency.id", max_length=100)
     ref: str = Field(max_length=100)  # the agency's own id: the public id is AGENCY/REF
     title: str = Field(max_length=300)
-    status: str = Field(max_length=12, index=True)  # planned|in_progress|complete|cancelled
+    status: str = Field(max_length=12, index=True)  # vocabulary.WORK_STATUSES
     geometry: str = Field(sa_column=Column(Text, nullable=False))
     street_id: str | None = Field(default=None, foreign_key="street.id", max_length=150)
     main_place_id: str | None = Field(default=None, foreign_key="place.id", index=True)
@@ -387,7 +387,7 @@ class AuditEvent(SQLModel, table=True):
     agency_id: str | None = Field(default=None, foreign_key="agency.id", max_length=100)
     token_id: int | None = Field(default=None, foreign_key="apitoken.id")
     user_id: int | None = Field(default=None, foreign_key="user.id")
-    channel: str = Field(max_length=10)  # api | csv | web | feed | cli | demo
+    channel: str = Field(max_length=10)  # vocabulary.AUDIT_CHANNELS
     batch_id: int | None = Field(default=None, foreign_key="batch.id", index=True)
     action: str = Field(max_length=30)  # observation.create, work.update, token.revoke …
     entity_id: str = Field(max_length=300)  # e.g. "homes-repaired/dallington/2014-03-31"

@@ -1,6 +1,6 @@
 """The audit trail, for signed-in officials."""
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -9,6 +9,7 @@ from tracker.api.spec import UtcTime, endpoint
 from tracker.audit import audit_trail
 from tracker.auth import require_role
 from tracker.db import get_session
+from tracker.vocabulary import AuditChannel
 
 
 class AuditQuery(BaseModel):
@@ -24,7 +25,7 @@ class AuditEntry(BaseModel):
     action: str = Field(description="observation.create, observation.revise, work.create …")
     entity: str = Field(description="what changed: measure/place/date[/cell], AGENCY/ID …")
     agency: str | None
-    channel: Literal["api", "csv", "web", "feed", "demo", "cli"]
+    channel: AuditChannel
     token: int | None = Field(description="the API token used, if any")
     user: str | None = Field(description="the signed-in user's email, if any")
     batch: int | None

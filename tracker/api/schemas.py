@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tracker.limits import date_problem
+from tracker.vocabulary import BatchChannel, Frequency
 
 
 class Strict(BaseModel):
@@ -201,7 +202,7 @@ class ExplainObservation(BaseModel):
     value: float
     revisions: int = Field(description="how many values were sent for this observation")
     agency: str
-    channel: Literal["api", "csv", "web", "feed", "demo"]
+    channel: BatchChannel
     feed_run: int | None = Field(description="the feed run that sent it (channel feed)")
     received: str = Field(description="when its current value arrived, UTC ISO 8601 with Z")
 
@@ -214,7 +215,7 @@ class ExplainWork(BaseModel):
     share: float = Field(description="the work's share of length or area in this neighbourhood")
     amount: float = Field(description="what it adds here: quantity × share, or 1 without one")
     agency: str
-    channel: Literal["api", "csv", "web", "feed", "demo"]
+    channel: BatchChannel
     feed_run: int | None
     received: str = Field(description="when its current version arrived, UTC ISO 8601 with Z")
 
@@ -262,7 +263,7 @@ class TimelinessQuery(Strict):
 class TimelinessRow(BaseModel):
     measure: str
     title: str
-    frequency: Literal["weekly", "monthly", "quarterly", "yearly"]
+    frequency: Frequency
     start: datetime.date
     due: datetime.date
     places: int = Field(description="neighbourhoods the measure covers")

@@ -30,6 +30,7 @@ from tracker.submissions import (
     submit_observations,
     submit_works,
 )
+from tracker.vocabulary import WorkStatus
 
 WRITE_ERRORS = (401, 403, 409, 413, 415, 422)
 
@@ -64,7 +65,7 @@ class ObservationBatch(BaseModel):
 class WorkIn(BaseModel):
     id: str = Field(description="the agency's own id; the public id is AGENCY/ID")
     title: str
-    status: Literal["planned", "in_progress", "complete", "cancelled"]
+    status: WorkStatus
     geometry: dict[str, Any] | None = Field(None, description="GeoJSON geometry (WGS84)")
     street: str | None = Field(None, description="a street id or name: the work lies along it")
     planned_start: str | None = None

@@ -10,6 +10,7 @@ from tracker.api.blueprint import api
 from tracker.api.spec import UtcTime, endpoint
 from tracker.db import get_session
 from tracker.limits import MAX_BBOX_DEGREES, WORKS_PAGE_SIZE
+from tracker.vocabulary import WorkStatus
 from tracker.works import work_features, works_in_bbox, works_in_place, works_on_street
 
 
@@ -47,7 +48,7 @@ class WorkProperties(BaseModel):
     agency: str
     ref: str = Field(description="the agency's own id")
     title: str
-    status: Literal["planned", "in_progress", "complete", "cancelled"]
+    status: WorkStatus
     street: str | None
     places: list[str] = Field(description="neighbourhoods it lies in, largest share first")
     planned_start: datetime.date | None

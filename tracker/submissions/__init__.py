@@ -15,11 +15,10 @@ written in the caller's one transaction.
 from tracker.submissions.batches import Idempotency, Outcome, RowError, SubmissionRejected
 from tracker.submissions.csv_input import InputRows, read_observations_csv, read_works_csv
 from tracker.submissions.observations import dims_key, submit_observations
-from tracker.submissions.works import WORK_DATES, WORK_STATUSES, submit_works
+from tracker.submissions.works import WORK_DATES, submit_works
 
 __all__ = [
     "WORK_DATES",
-    "WORK_STATUSES",
     "Idempotency",
     "InputRows",
     "Outcome",

@@ -21,8 +21,8 @@ from sqlmodel import Session
 
 from tracker.errors import TrackerError
 from tracker.models import Batch, utcnow
+from tracker.vocabulary import BATCH_CHANNELS
 
-CHANNELS = ("api", "csv", "web", "feed", "demo")
 IDEMPOTENCY_TTL = timedelta(hours=24)
 IDEMPOTENCY_KEY_MAX = 200
 _IN_CHUNK = 5000  # ids in one IN (…): well inside both backends' limits on parameters
@@ -107,7 +107,7 @@ def _begin(
     partial: bool,
 ) -> Outcome | None:
     """Checks before validating rows; the first answer again when a key is replayed."""
-    if channel not in CHANNELS:
+    if channel not in BATCH_CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
     if idempotency is not None and not dry_run:
         replay = _replay(session, agency_id, idempotency)

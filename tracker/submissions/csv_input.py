@@ -4,10 +4,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracker.submissions.batches import RowError, SubmissionRejected
-from tracker.submissions.works import WORK_FIELDS
+from tracker.submissions.works import WORK_ROW_FIELDS
 
-OBSERVATION_COLUMNS = ("measure", "place", "date", "value")
-WORK_CSV_COLUMNS = {*WORK_FIELDS, "lon", "lat"}
+OBSERVATION_CSV_REQUIRED = ("measure", "place", "date", "value")
+WORK_CSV_COLUMNS = {*WORK_ROW_FIELDS, "lon", "lat"}
 
 
 @dataclass
@@ -28,10 +28,10 @@ def read_observations_csv(body: bytes) -> InputRows:
     SubmissionRejected with `row: null`.
     """
     header, records = _csv_records(
-        body, required=OBSERVATION_COLUMNS, allowed={"note"}, prefix="dim."
+        body, required=OBSERVATION_CSV_REQUIRED, allowed={"note"}, prefix="dim."
     )
     # Cells by position: a dict per record of a large upload would cost more than the rest.
-    base = [(name, header.index(name)) for name in OBSERVATION_COLUMNS]
+    base = [(name, header.index(name)) for name in OBSERVATION_CSV_REQUIRED]
     dims = [(name[4:], i) for i, name in enumerate(header) if name.startswith("dim.")]
     note = header.index("note") if "note" in header else None
     result = InputRows()

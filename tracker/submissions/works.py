@@ -25,11 +25,21 @@ from tracker.submissions.batches import (
     _settle,
 )
 from tracker.submissions.fields import ISO_DATE, NUL, NUL_MESSAGE, _parse_value, _text
+from tracker.vocabulary import WORK_STATUSES
 
-WORK_STATUSES = ("planned", "in_progress", "complete", "cancelled")
 WORK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 WORK_DATES = ("planned_start", "planned_end", "actual_start", "actual_end")
-WORK_FIELDS = {"id", "title", "status", "geometry", "street", "measure", "quantity", *WORK_DATES}
+# The fields a work row may have (JSON; CSV adds lon and lat).
+WORK_ROW_FIELDS = {
+    "id",
+    "title",
+    "status",
+    "geometry",
+    "street",
+    "measure",
+    "quantity",
+    *WORK_DATES,
+}
 TITLE_MAX = 300
 
 
@@ -147,7 +157,7 @@ def _validate_work(session, number, raw, measures, extent, resolve_street):
     def fail(field_name: str | None, message: str) -> None:
         errors.append(RowError(number, field_name, message))
 
-    for extra in sorted(set(raw) - WORK_FIELDS):
+    for extra in sorted(set(raw) - WORK_ROW_FIELDS):
         fail(extra, f"unknown field {extra!r}")
     ref = raw.get("id")
     if not isinstance(ref, str) or not WORK_ID.match(ref):

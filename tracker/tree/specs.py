@@ -30,6 +30,7 @@ from tracker.limits import (
     magnitude_problem,
 )
 from tracker.places import Boundary
+from tracker.vocabulary import Aggregate, Frequency, MeasureKind
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 DIMENSION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -284,9 +285,9 @@ class MeasureSpec(_Spec):
     title: Title
     type: Literal["output", "activity"]
     unit: Unit
-    kind: Literal["cumulative", "level", "flow"]
-    aggregate: Literal["sum", "mean", "min", "max"]
-    frequency: Literal["weekly", "monthly", "quarterly", "yearly"]
+    kind: MeasureKind
+    aggregate: Aggregate
+    frequency: Frequency
     start: Date
     due: Date
     baseline: NumberOrMap = 0.0

@@ -21,7 +21,6 @@ from tracker.history import (
 )
 from tracker.submissions import (
     WORK_DATES,
-    WORK_STATUSES,
     Outcome,
     RowError,
     SubmissionRejected,
@@ -31,6 +30,7 @@ from tracker.submissions import (
     submit_works,
 )
 from tracker.uploads import KINDS, discard_upload, load_upload, save_upload
+from tracker.vocabulary import WORK_STATUSES
 from tracker.web.auth import current_user, login_required
 
 bp = Blueprint("agency", __name__, url_prefix="/agency")
