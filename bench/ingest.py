@@ -68,7 +68,7 @@ from tracker.auth import issue_token  # noqa: E402
 from tracker.cli import initialise  # noqa: E402
 from tracker.db import session_scope  # noqa: E402
 from tracker.models import Observation, ObservationRevision  # noqa: E402
-from tracker.rollup import RollupCache, load_tree, rollup  # noqa: E402
+from tracker.rollup import RollupCache, load_definitions, rollup  # noqa: E402
 from tracker.settings import Settings  # noqa: E402
 
 NEIGHBOURHOODS, AREAS, MEASURES, WEEKS = 100, 10, 10, 100
@@ -424,7 +424,7 @@ def after_write(engine: Engine, base: str, token: str, cycles: int) -> dict[str,
     gc.freeze()  # as a web worker starts (tracker.create_worker_app)
     cache = RollupCache()
     with Session(engine) as session:
-        tree = load_tree(session, cache)
+        tree = load_definitions(session, cache)
         city, day = tree.city_id, tree.today()
         started = time.perf_counter()
         rollup(session, place_id=city, on=day, cache=cache)

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tracker import create_app
 from tracker.cli import initialise
 from tracker.models import Batch
-from tracker.rollup import RollupCache, load_tree, rollup
+from tracker.rollup import RollupCache, load_definitions, rollup
 from tracker.settings import Settings
 from tracker.submissions import submit_observations
 
@@ -213,8 +213,8 @@ def run(backend: str, url: str, args: argparse.Namespace, folder: Path) -> dict[
         figures["load_s"] = time.perf_counter() - started
         session.execute(text("ANALYZE"))
         session.commit()
-        day = load_tree(session).today()
-        city = load_tree(session).city_id
+        day = load_definitions(session).today()
+        city = load_definitions(session).city_id
 
         session.execute(text(RAW_LATEST), {"day": day}).all()  # warm the page cache once
         figures["raw_ms"], found = timed(

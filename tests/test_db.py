@@ -59,9 +59,21 @@ def test_sqlite_planner_seeks_each_series_before_any_analyze(tmp_path):
     migrate(engine)
     migrate(engine)  # seeded once, not twice
     measure = MeasureDef(
-        "m", "M", None, "cumulative", "sum", "monthly", date(2020, 1, 1), date(2021, 1, 1),
-        (), (), None, None, 1, {},
-    )  # fmt: skip
+        id="m",
+        title="M",
+        unit=None,
+        kind="cumulative",
+        aggregate="sum",
+        frequency="monthly",
+        start=date(2020, 1, 1),
+        due=date(2021, 1, 1),
+        milestones=(),
+        dimensions=(),
+        city_baseline=None,
+        city_target=None,
+        data_version=1,
+        places={},
+    )
     with Session(engine) as session:
         stats = session.execute(text("SELECT tbl, idx, stat FROM sqlite_stat1")).all()
         assert sorted(stats) == sorted(SQLITE_STATISTICS)

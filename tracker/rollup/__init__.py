@@ -20,7 +20,7 @@ per app.
 """
 
 from tracker.rollup.cache import RollupCache, app_cache
-from tracker.rollup.definitions import MeasureDef, load_tree
+from tracker.rollup.definitions import MeasureDef, load_definitions
 from tracker.rollup.figures import rollup
 from tracker.rollup.rules import (
     expected_progress,
@@ -41,7 +41,7 @@ __all__ = [
     "expected_progress",
     "explain",
     "forecast",
-    "load_tree",
+    "load_definitions",
     "measure_series",
     "months_before",
     "period_index",

@@ -26,7 +26,7 @@ from tracker.rollup.cache import RollupCache
 Filters = tuple[tuple[str, str], ...]  # sorted (dimension, value) pairs; () for none
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PlaceInfo:
     """A place of the place tree (no geometry: the roll-up does not need it)."""
 
@@ -40,7 +40,7 @@ class PlaceInfo:
         return {"id": self.id, "name": self.name, "level": self.level, "parent": self.parent_id}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MeasureDef:
     """A measure as the tree defines it, with its neighbourhoods' (baseline, target)."""
 
@@ -56,12 +56,12 @@ class MeasureDef:
     dimensions: tuple[str, ...]
     city_baseline: float | None
     city_target: float | None
-    version: int
+    data_version: int  # Node.data_version: moves with every write to the measure
     places: Mapping[str, tuple[float | None, float | None]]
     from_works: bool = False  # `source: works`: derived from completed works (CONTRACT §6)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodeDef:
     """A result, output or measure with its children's ids, in tree order."""
 
@@ -73,7 +73,7 @@ class NodeDef:
     children: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TreeDef:
     """Everything the roll-up needs to know besides observations; immutable once built."""
 
@@ -92,8 +92,9 @@ class TreeDef:
         return today_in(self.timezone)
 
 
-def load_tree(session: Session, cache: RollupCache | None = None) -> TreeDef:
-    """The current definitions: one cheap query when nothing changed since the last call.
+def load_definitions(session: Session, cache: RollupCache | None = None) -> TreeDef:
+    """The current definitions as stored in the database (tracker.tree.load_tree reads the
+    YAML file): one cheap query when nothing changed since the last call.
 
     After a write only data versions move: the definitions are reused and the written
     measures just carry their new version, so no node or place is read again.
@@ -120,12 +121,12 @@ def load_tree(session: Session, cache: RollupCache | None = None) -> TreeDef:
 
 
 def _with_data_versions(tree: TreeDef, key: tuple) -> TreeDef:
-    """`tree` with each measure's version set to its data version in `key`."""
+    """`tree` with each measure's data_version taken from `key`."""
     versions = {node_id: data_version for node_id, _, data_version in key}
     measures = {
         measure_id: measure
-        if measure.version == versions[measure_id]
-        else replace(measure, version=versions[measure_id])
+        if measure.data_version == versions[measure_id]
+        else replace(measure, data_version=versions[measure_id])
         for measure_id, measure in tree.measures.items()
     }
     return replace(tree, key=key, measures=measures)
@@ -142,12 +143,12 @@ def _build_tree(session: Session, cache: RollupCache, key: tuple) -> TreeDef:
         siblings.sort(key=lambda n: (n.position, n.kind != "result", n.id))
     nodes = {
         row.id: NodeDef(
-            row.id,
-            row.kind,
-            row.title,
-            row.weight,
-            row.agency_id,
-            tuple(c.id for c in children[row.id]),
+            id=row.id,
+            kind=row.kind,
+            title=row.title,
+            weight=row.weight,
+            agency_id=row.agency_id,
+            children=tuple(c.id for c in children[row.id]),
         )
         for row in rows
     }
@@ -159,7 +160,7 @@ def _build_tree(session: Session, cache: RollupCache, key: tuple) -> TreeDef:
         )
     }
     places = {
-        p.id: PlaceInfo(p.id, p.name, p.level, p.parent_id)
+        p.id: PlaceInfo(id=p.id, name=p.name, level=p.level, parent_id=p.parent_id)
         for p in session.execute(
             select(Place.id, Place.name, Place.level, Place.parent_id).where(
                 Place.retired_at.is_(None)  # a place the boundaries dropped is gone (404)
@@ -225,7 +226,7 @@ def _measure_def(row: Node, places: dict) -> MeasureDef:
         dimensions=tuple(row.dimensions or ()),
         city_baseline=row.city_baseline,
         city_target=row.city_target,
-        version=row.data_version,
+        data_version=row.data_version,
         places=places,
         from_works=row.source == "works",
     )

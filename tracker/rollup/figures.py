@@ -19,7 +19,7 @@ from tracker.rollup.definitions import (
     PlaceInfo,
     TreeDef,
     get_place,
-    load_tree,
+    load_definitions,
     parse_filters,
 )
 from tracker.rollup.leaves import UNUSABLE, LeafFacts, leaf_facts
@@ -34,7 +34,7 @@ from tracker.rollup.rules import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MeasureValues:
     """The figures a measure node adds (CONTRACT §4)."""
 
@@ -48,7 +48,7 @@ class MeasureValues:
     problem: str | None = None  # why some neighbourhoods' values cannot be used
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Figures:
     """One node of the roll-up at one place on one day."""
 
@@ -91,7 +91,7 @@ class Figures:
         return answer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Rollup:
     """The whole tree at one place on one day, for one filter."""
 
@@ -144,7 +144,7 @@ def rollup(
     matching cells. Unknown place: NotFound; unknown dimension or value: TrackerError.
     """
     cache = cache or RollupCache()
-    tree = load_tree(session, cache)
+    tree = load_definitions(session, cache)
     place = get_place(tree, place_id or tree.city_id)
     on = on or tree.today()
     wanted = parse_filters(tree, filters or {})
@@ -175,7 +175,7 @@ def _compute(
     figures: dict[str, Figures] = {}
     missing = []
     for measure in measures:
-        hit = cache.figures.get((measure.id, measure.version, place.id, on, filters))
+        hit = cache.figures.get((measure.id, measure.data_version, place.id, on, filters))
         if hit is None:
             missing.append(measure)
         else:
@@ -186,7 +186,9 @@ def _compute(
         figures[measure.id] = measure_figures(
             tree, node, measure, facts[measure.id], place, on, filters
         )
-        cache.figures.put((measure.id, measure.version, place.id, on, filters), figures[measure.id])
+        cache.figures.put(
+            (measure.id, measure.data_version, place.id, on, filters), figures[measure.id]
+        )
 
     def build(node_id: str) -> Figures:
         node = tree.nodes[node_id]
@@ -194,15 +196,34 @@ def _compute(
             return figures.get(node_id) or _absent_measure(node, tree.measures[node_id], on)
         return _combine(node, tuple(build(child) for child in node.children))
 
-    return Rollup(place, on, filters, tuple(build(root) for root in tree.roots))
+    return Rollup(
+        place=place, date=on, filters=filters, results=tuple(build(root) for root in tree.roots)
+    )
 
 
 def _absent_measure(node: NodeDef, measure: MeasureDef, on: date) -> Figures:
     """A measure that takes no part here: it covers no neighbourhood here or is filtered out."""
     e = expected_progress(measure.start, measure.due, measure.milestones, on)
-    values = MeasureValues(None, None, None, measure.unit, None, None, None)
+    values = MeasureValues(
+        value=None,
+        target=None,
+        baseline=None,
+        unit=measure.unit,
+        as_of=None,
+        stale=None,
+        forecast=None,
+    )
     return Figures(
-        node.id, "measure", node.title, node.weight, None, e, "no_data", None, False, (), values
+        id=node.id,
+        kind="measure",
+        title=node.title,
+        weight=node.weight,
+        progress=None,
+        expected=e,
+        status="no_data",
+        coverage=None,
+        takes_part=False,
+        measure=values,
     )
 
 
@@ -242,17 +263,16 @@ def measure_figures(
     )
     coverage = Fraction(len(reported), len(leaves)) if leaves else None
     return Figures(
-        node.id,
-        "measure",
-        node.title,
-        node.weight,
-        p,
-        e,
-        status(p, e, value_without_target=value is not None),
-        coverage,
-        bool(leaves),
-        (),
-        values,
+        id=node.id,
+        kind="measure",
+        title=node.title,
+        weight=node.weight,
+        progress=p,
+        expected=e,
+        status=status(p, e, value_without_target=value is not None),
+        coverage=coverage,
+        takes_part=bool(leaves),
+        measure=values,
     )
 
 
@@ -318,15 +338,15 @@ def _combine(node: NodeDef, children: tuple[Figures, ...]) -> Figures:
     else:
         p = e = None
     return Figures(
-        node.id,
-        node.kind,
-        node.title,
-        node.weight,
-        p,
-        e,
-        status(p, e),
-        weight / total if counted else Fraction(0),
+        id=node.id,
+        kind=node.kind,
+        title=node.title,
+        weight=node.weight,
+        progress=p,
+        expected=e,
+        status=status(p, e),
+        coverage=weight / total if counted else Fraction(0),
         # Nodes with no measure at all in the tree still show; others need one taking part.
-        bool(taking_part) or not children,
-        children,
+        takes_part=bool(taking_part) or not children,
+        children=children,
     )

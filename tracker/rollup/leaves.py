@@ -48,7 +48,7 @@ UNUSABLE = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LeafFacts:
     """A measure at one neighbourhood on one day: its value and what it rests on."""
 
@@ -74,7 +74,7 @@ def leaf_facts(
     found: dict[str, dict[str, LeafFacts]] = {}
     missing: list[MeasureDef] = []
     for measure in measures:
-        hit = cache.leaves.get((measure.id, measure.version, on, filters))
+        hit = cache.leaves.get((measure.id, measure.data_version, on, filters))
         if hit is None:
             missing.append(measure)
         else:
@@ -96,7 +96,7 @@ def leaf_facts(
                 if place in measure.places
                 and (fact := _facts(kind, leaf_cells, totals, measure.id, place, filters))
             }
-            cache.leaves.put((measure.id, measure.version, on, filters), facts)
+            cache.leaves.put((measure.id, measure.data_version, on, filters), facts)
             found[measure.id] = facts
     return found
 
@@ -332,7 +332,7 @@ def _facts(
     """A neighbourhood's value (rules 1, 2 and the filter rule) from its cells' rows."""
     cell_totals = {key: totals.get((measure_id, place_id, key), 0.0) for key in cells}
     if not _usable(cells, cell_totals):
-        return LeafFacts(math.nan, max(rows[0][0] for rows in cells.values()))
+        return LeafFacts(value=math.nan, as_of=max(rows[0][0] for rows in cells.values()))
     if filters:
         wanted = dict(filters)
         matching = {k: rows for k, rows in cells.items() if _matches(k, wanted)}
@@ -340,9 +340,11 @@ def _facts(
         used = matching or cells
         as_of = max(rows[0][0] for rows in used.values())
         value = _value_at(kind, matching, cell_totals, None) if matching else 0.0
-        return LeafFacts(value, as_of)
+        return LeafFacts(value=value, as_of=as_of)
     history = _history(kind, cells, cell_totals)
-    return LeafFacts(history[0][1], history[0][0], history) if history else None
+    if not history:
+        return None
+    return LeafFacts(value=history[0][1], as_of=history[0][0], history=history)
 
 
 def _usable(cells: Cells, totals: Mapping[str, float]) -> bool:

@@ -16,7 +16,7 @@ from tracker.models import (
     Observation,
 )
 from tracker.rollup.cache import RollupCache
-from tracker.rollup.definitions import get_measure, get_place, load_tree
+from tracker.rollup.definitions import get_measure, get_place, load_definitions
 from tracker.rollup.figures import place_baseline_target
 from tracker.rollup.leaves import works_completed
 from tracker.rollup.rules import aggregate, expected_progress
@@ -34,7 +34,7 @@ def measure_series(
     `expected` is in the measure's unit: B + E·(T − B), with B and T over the neighbourhoods
     that had a value on that date; null without a target.
     """
-    tree = load_tree(session, cache)
+    tree = load_definitions(session, cache)
     measure = get_measure(tree, measure_id)
     place = get_place(tree, place_id or tree.city_id)
     leaves = sorted(tree.leaves_below[place.id] & measure.places.keys())

@@ -20,7 +20,7 @@ from tracker.models import (
     Observation,
 )
 from tracker.rollup.cache import RollupCache
-from tracker.rollup.definitions import MeasureDef, NodeDef, TreeDef, load_tree
+from tracker.rollup.definitions import MeasureDef, NodeDef, TreeDef, load_definitions
 from tracker.rollup.rules import FREQUENCY_MONTHS
 
 
@@ -41,7 +41,7 @@ def timeliness(
     """
     if session.get(Agency, agency_id) is None:
         raise NotFound(f"unknown agency {agency_id!r}")
-    tree = load_tree(session, cache)
+    tree = load_definitions(session, cache)
     today = today or tree.today()
     answer = []
     for node in _agency_measures(tree, agency_id):

@@ -23,7 +23,7 @@ from tracker.models import (
     Work,
 )
 from tracker.rollup.cache import RollupCache
-from tracker.rollup.definitions import MeasureDef, PlaceInfo, TreeDef, get_place, load_tree
+from tracker.rollup.definitions import MeasureDef, PlaceInfo, TreeDef, get_place, load_definitions
 from tracker.rollup.figures import as_float, rollup
 from tracker.rollup.leaves import UNUSABLE, LeafFacts, counted_works, in_window, leaf_facts
 
@@ -38,7 +38,7 @@ def explain(
 ) -> dict[str, Any]:
     """The trail behind one figure: neighbourhood values with their sources, or children."""
     cache = cache or RollupCache()
-    tree = load_tree(session, cache)
+    tree = load_definitions(session, cache)
     if node_id not in tree.nodes:
         raise NotFound(f"unknown node {node_id!r}")
     place = get_place(tree, place_id or tree.city_id)
