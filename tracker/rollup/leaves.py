@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
+from tracker.cells import dims_key
 from tracker.limits import MAX_MAGNITUDE
 from tracker.models import (
     MeasurePlace,
@@ -36,7 +37,6 @@ from tracker.models import (
 from tracker.rollup.cache import RollupCache
 from tracker.rollup.definitions import Filters, MeasureDef, TreeDef
 from tracker.rollup.rules import HISTORY
-from tracker.submissions import dims_key
 
 MAX_UNION = 400  # SELECTs per UNION ALL (SQLite allows 500)
 # Values outside ±MAX_MAGNITUDE are refused on the way in, but rows stored before that

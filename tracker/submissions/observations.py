@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import insert, select, true, update
 from sqlmodel import Session
 
+from tracker.cells import dims_key
 from tracker.limits import EARLIEST_DATE, MAX_MAGNITUDE, date_problem
 from tracker.models import (
     Batch,
@@ -63,11 +64,6 @@ class CleanRow(NamedTuple):
     dims_key: str
     value: float | None
     note: str | None
-
-
-def dims_key(dims: dict[str, str]) -> str:
-    """Canonical text of a dimension cell: "age=65+|sex=female" (sorted by name), "" if none."""
-    return "|".join(f"{name}={dims[name]}" for name in sorted(dims))
 
 
 def submit_observations(
