@@ -1,9 +1,10 @@
 """Feed formats: each module turns a published file's bytes into plain rows.
 
 A format is a class with a `format` name and a `parse` method, registered with
-`@register`. Every module in this package is imported by `load_importers()`, so a site
-adds a format by dropping a module here that registers itself exactly as the built-in
-ones do. Importers never touch the database.
+`@register`. Every module in this package is imported by `load_importers()`, and so is
+every module named in the TRACKER_IMPORTERS setting: a site adds a format in a module of
+its own, outside this package, that registers itself exactly as the built-in ones do.
+Importers never touch the database.
 
 `Importer.read` is what a feed run calls: it gets a `fetch(url, params)` callable from
 tracker.feeds, so timeouts, retries, conditional GET and size limits live in one place,
@@ -12,7 +13,7 @@ and a format that pages (ArcGIS, CKAN) asks for as many pages as it needs.
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -131,11 +132,24 @@ def register(cls: type[Importer]) -> type[Importer]:
     return cls
 
 
-def load_importers() -> dict[str, type[Importer]]:
-    """Import every module of this package (built-in and site formats) and return them."""
+def load_importers(site_modules: Iterable[str] = ()) -> dict[str, type[Importer]]:
+    """Import every module of this package and the site's own (TRACKER_IMPORTERS), and
+    return every format registered so far."""
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
+    for name in site_modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise TrackerError(
+                f"TRACKER_IMPORTERS names {name!r}, which cannot be imported ({exc})"
+            ) from None
     return REGISTRY
+
+
+def known_formats() -> list[str]:
+    """The names of every registered format, built-in and the site's own, sorted."""
+    return sorted(load_importers())
 
 
 def get_importer(format_name: str) -> Importer:

@@ -347,7 +347,7 @@ CASES = [
         "format: csv",
         "format: xls",
         16,
-        "feed 'eqc-repairs': format should be 'csv', 'json', 'geojson', 'arcgis' or 'ckan', "
+        "feed 'eqc-repairs': format should be 'arcgis', 'ckan', 'csv', 'geojson' or 'json', "
         "got 'xls'",
     ),
     (
@@ -517,8 +517,8 @@ def test_reports_every_planted_fault_with_its_line(tmp_path):
         Problem(1, "version should be 1, got 2"),
         Problem(
             16,
-            "feed 'eqc-repairs': format should be 'csv', 'json', 'geojson', 'arcgis' or "
-            "'ckan', got 'xls'",
+            "feed 'eqc-repairs': format should be 'arcgis', 'ckan', 'csv', 'geojson' or "
+            "'json', got 'xls'",
         ),
         Problem(39, "measure 'homes-repaired': due 2010-01-01 is before start 2011-09-01"),
         Problem(42, "unknown key 'weigth' in measure 'homes-repaired'"),

@@ -11,11 +11,13 @@ __version__ = "0.1.0"
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app. Wiring only: each part registers itself with init_app."""
+    from importers import load_importers
     from tracker import db, security
     from tracker.api import api
     from tracker.web import init_app as init_web
 
     settings = settings or Settings()
+    load_importers(settings.importer_modules())  # the site's own feed formats
     app = Flask(
         __name__,
         instance_path=str(settings.instance_path.resolve()),

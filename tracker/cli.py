@@ -47,6 +47,11 @@ def initialise(
 @click.version_option(package_name="rebuild-tracker")
 def main() -> None:
     """Rebuild tracker: results, measures and works for Christchurch / Ōtautahi, by place."""
+    from importers import load_importers
+
+    # The site's own feed formats, before any command reads the tree or runs a feed.
+    with _refusals():
+        load_importers(Settings().importer_modules())
 
 
 @main.command()

@@ -38,11 +38,20 @@ class Settings(BaseSettings):
         default=Path("instance"),
         description="Folder for local state: the default SQLite database and secret key.",
     )
+    importers: str = Field(
+        default="",
+        description="Comma-separated Python modules that register feed formats of this "
+        "site's own (`@importers.register`); imported at start-up, before the tree is read.",
+    )
     secure_cookies: bool = Field(
         default=True,
         description="Mark session cookies `Secure` (sent over HTTPS only; browsers also "
         "send them to http://127.0.0.1). Turn off only for plain-HTTP test hosts.",
     )
+
+    def importer_modules(self) -> list[str]:
+        """The module names in `importers`."""
+        return [name.strip() for name in self.importers.split(",") if name.strip()]
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -113,6 +113,17 @@ def _every(value: str) -> str:
     return value
 
 
+def _feed_format(value: str) -> str:
+    """A registered feed format: a built-in one or a site's own (TRACKER_IMPORTERS)."""
+    from importers import known_formats
+
+    formats = known_formats()
+    if value not in formats:
+        names = [repr(name) for name in formats]
+        raise ValueError(f"should be {', '.join(names[:-1])} or {names[-1]}")
+    return value
+
+
 def _cron(value: str) -> str:
     """A five-field cron expression, each field in range."""
     if len(value.split()) != 5:
@@ -220,7 +231,7 @@ class FeedSpec(_Spec):
 
     id: Slug
     url: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-    format: Literal["csv", "json", "geojson", "arcgis", "ckan"]
+    format: Annotated[str, StringConstraints(max_length=20), AfterValidator(_feed_format)]
     every: Annotated[str, AfterValidator(_every)] | None = None
     cron: Annotated[str, AfterValidator(_cron)] | None = None
     provides: Literal["observations", "works"] = "observations"
