@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select, true, update
 from sqlmodel import Session
 
 from tracker.cells import dims_key
+from tracker.clock import city_today
 from tracker.limits import EARLIEST_DATE, MAX_MAGNITUDE, date_problem
 from tracker.models import (
     Batch,
@@ -25,7 +25,6 @@ from tracker.models import (
     Node,
     Observation,
     ObservationRevision,
-    Place,
 )
 from tracker.submissions.batches import (
     _IN_CHUNK,
@@ -142,8 +141,7 @@ def submit_observations(
 
 def _city_today(session: Session) -> date:
     """Today in the city's timezone, so an evening entry in Christchurch is not "future"."""
-    timezone = session.scalar(select(Place.timezone).where(Place.level == "city"))
-    return datetime.now(ZoneInfo(timezone or "Pacific/Auckland")).date()
+    return city_today(session)
 
 
 def _load_rules(session: Session, rows: Iterable[dict[str, Any]]) -> dict[str, MeasureRules]:
