@@ -491,7 +491,8 @@ def test_an_update_keeps_the_status_history_and_audit(client, tokens, loaded):
         (work(geometry=...), "geometry", "exactly one"),
         (work(street="opawa-road"), "geometry", "exactly one"),
         (work(geometry={"type": "Point", "coordinates": [0, 0]}), "geometry", "outside the city"),
-        (work(geometry={"type": "Point", "coordinates": "x"}), "geometry", "not a GeoJSON"),
+        (work(geometry={"type": "Point", "coordinates": "x"}), "geometry", "nor WKT"),
+        (work(geometry="POINT (172.6 -43.53)"), "geometry", "must be a GeoJSON object"),
         (
             work(
                 geometry={
@@ -560,6 +561,15 @@ def test_works_csv_with_wkt_and_lon_lat(client, tokens, stored):
     riccarton = client.get("/api/v1/works?place=riccarton").get_json()["features"]
     assert [f["id"] for f in riccarton] == ["council/b"]
     assert riccarton[0]["properties"]["updated_at"].endswith("Z")
+
+
+def test_works_csv_reads_geojson_text_like_feeds_do(client, tokens, stored):
+    point = '{""type"": ""Point"", ""coordinates"": [172.605, -43.525]}'
+    text = f'id,title,status,geometry\nb,Pump station,planned,"{point}"\n'
+    answer = post_csv(client, tokens["council"], text, path="works")
+    assert answer.status_code == 201, answer.get_json()
+    riccarton = client.get("/api/v1/works?place=riccarton").get_json()["features"]
+    assert [f["id"] for f in riccarton] == ["council/b"]
 
 
 @pytest.mark.parametrize(

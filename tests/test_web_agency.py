@@ -345,7 +345,7 @@ def test_a_work_can_be_placed_along_a_street_and_count_towards_a_measure(app, cl
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"lon": "east", "lat": "-43.5"}, "must both be numbers"),
+        ({"lon": "east", "lat": "-43.5"}, "lon and lat must be numbers"),
         ({"lon": "", "lat": ""}, "exactly one of geometry or street"),
         ({"street": "opawa-road"}, "exactly one of geometry or street"),
         ({"status": "complete"}, "needs actual_end"),

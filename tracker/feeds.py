@@ -17,7 +17,6 @@ agencies' guide to what is read and why a row is rejected.
 import contextlib
 import hashlib
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -34,12 +33,10 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import requests
-import shapely.wkt
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from requests.adapters import HTTPAdapter
-from shapely.errors import ShapelyError
 from shapely.geometry import mapping
 from sqlalchemy import Engine, func, select, true, update
 from sqlmodel import Session
@@ -48,6 +45,7 @@ from importers import Importer, ParseError, SourceRow, SourceTable, get_importer
 from tracker import __version__
 from tracker.clock import city_timezone, utc_iso
 from tracker.errors import NotFound, TrackerError
+from tracker.geometry import lon_lat, parse_geometry
 from tracker.leases import HOLDER_LENGTH, NAME_LENGTH, LeaseHeartbeat, live_lease
 from tracker.models import Agency, Feed, FeedRejection, FeedRun, Place, SchedulerLease, utcnow
 from tracker.settings import Settings
@@ -863,22 +861,18 @@ def _work_geometry(source: SourceRow, feed: Feed) -> tuple[dict | None, RowError
     if isinstance(value, dict):
         return value, None
     if isinstance(value, str) and value.strip():
-        try:
-            if value.lstrip().startswith("{"):
-                return json.loads(value), None
-            return mapping(shapely.wkt.loads(value)), None
-        except (ValueError, ShapelyError):
-            return None, RowError(source.number, "geometry", "geometry is neither GeoJSON nor WKT")
+        geometry, problem = parse_geometry(value)
+        if problem:
+            return None, RowError(source.number, "geometry", problem)
+        return mapping(geometry), None
     lon = source.fields.get(source_column(feed, "lon"))
     lat = source.fields.get(source_column(feed, "lat"))
     if lon in (None, "") or lat in (None, ""):
         return None, None
-    try:
-        return {"type": "Point", "coordinates": [float(lon), float(lat)]}, None
-    except (TypeError, ValueError):
-        return None, RowError(
-            source.number, "lon", f"lon and lat must be numbers: {lon!r}, {lat!r}"
-        )
+    point, problem = lon_lat(lon, lat)
+    if problem:
+        return None, RowError(source.number, "lon", problem)
+    return mapping(point), None
 
 
 def place_names(session: Session) -> dict[str, list[str]]:

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracker.geometry import lon_lat, parse_geometry
 from tracker.submissions.batches import RowError, SubmissionRejected
 from tracker.submissions.works import WORK_ROW_FIELDS
 
@@ -48,11 +49,9 @@ def read_observations_csv(body: bytes) -> InputRows:
 
 
 def read_works_csv(body: bytes) -> InputRows:
-    """Works from a CSV with `id,title,status` and a `geometry` (WKT), `lon`+`lat` or
+    """Works from a CSV with `id,title,status` and a `geometry` (WKT or GeoJSON), `lon`+`lat` or
     `street` column, plus the optional date, measure and quantity columns."""
-    from shapely import wkt
-    from shapely.errors import ShapelyError
-    from shapely.geometry import Point, mapping
+    from shapely.geometry import mapping
 
     header, records = _csv_records(
         body, required=("id", "title", "status"), allowed=WORK_CSV_COLUMNS
@@ -62,20 +61,17 @@ def read_works_csv(body: bytes) -> InputRows:
         fields = dict(zip(header, record, strict=True))
         row = {k: v for k, v in fields.items() if v != "" and k not in ("lon", "lat")}
         lon, lat = fields.get("lon", ""), fields.get("lat", "")
+        geometry, problem, name = None, None, "geometry"
         if row.get("geometry"):
-            try:
-                row["geometry"] = mapping(wkt.loads(row["geometry"]))
-            except (ShapelyError, ValueError):
-                result.errors.append(RowError(line, "geometry", "geometry is not WKT"))
-                continue
+            geometry, problem = parse_geometry(row["geometry"])
         elif lon or lat:
-            try:
-                row["geometry"] = mapping(Point(float(lon), float(lat)))
-            except ValueError:
-                result.errors.append(
-                    RowError(line, "lon", f"lon and lat must be numbers: {lon!r}, {lat!r}")
-                )
-                continue
+            geometry, problem = lon_lat(lon, lat)
+            name = "lon"
+        if problem:
+            result.errors.append(RowError(line, name, problem))
+            continue
+        if geometry is not None:
+            row["geometry"] = mapping(geometry)
         _add_row(result, line, row)
     return result
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlmodel import Session
 
+from tracker.geometry import parse_geometry
 from tracker.limits import date_problem
 from tracker.models import AuditEvent, Batch, Node, Work, WorkPlace, WorkStatusChange
 from tracker.submissions.batches import (
@@ -148,8 +149,6 @@ def _measure_agencies(session: Session, *conditions) -> dict[str, str | None]:
 
 def _validate_work(session, number, raw, measures, extent, resolve_street):
     """One work row checked field by field."""
-    from shapely.geometry import shape
-
     if not isinstance(raw, dict):
         return None, [RowError(number, None, "a row must be an object")]
     errors: list[RowError] = []
@@ -183,15 +182,15 @@ def _validate_work(session, number, raw, measures, extent, resolve_street):
     if has_geometry == has_street:
         fail("geometry", "give exactly one of geometry or street")
     elif has_geometry:
-        try:
-            geometry = shape(raw["geometry"])
-        except Exception:  # shapely raises many kinds of error for bad GeoJSON
-            fail("geometry", "geometry is not a GeoJSON Point, LineString or Polygon (or Multi-)")
+        # A JSON row sends an object; CSV and feeds read WKT and GeoJSON text into one.
+        if isinstance(raw["geometry"], dict):
+            geometry, problem = parse_geometry(raw["geometry"])
         else:
-            problem = _geometry_problem(geometry, extent)
-            if problem:
-                fail("geometry", problem)
-                geometry = None
+            problem = "geometry must be a GeoJSON object"
+        problem = problem or _geometry_problem(geometry, extent)
+        if problem:
+            fail("geometry", problem)
+            geometry = None
     elif not isinstance(raw["street"], str):
         fail("street", "street must be a street id or name")
     elif NUL in raw["street"]:

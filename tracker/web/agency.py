@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from shapely.geometry import mapping
 
 from tracker.auth import get_agency
 from tracker.db import get_session, transaction
+from tracker.geometry import lon_lat
 from tracker.history import (
     agency_batches,
     agency_measures,
@@ -143,10 +145,11 @@ def add_work():
     problems: list[RowError] = []
     lon, lat = form.get("lon", "").strip(), form.get("lat", "").strip()
     if lon or lat:
-        try:
-            row["geometry"] = {"type": "Point", "coordinates": [float(lon), float(lat)]}
-        except ValueError:
-            problems.append(RowError(0, "lon", "longitude and latitude must both be numbers"))
+        point, problem = lon_lat(lon, lat)
+        if problem:
+            problems.append(RowError(0, "lon", problem))
+        else:
+            row["geometry"] = mapping(point)
     try:
         outcome = _submit(submit_works, [row], channel="web", input_errors=problems)
     except SubmissionRejected as exc:
