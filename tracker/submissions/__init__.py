@@ -14,7 +14,7 @@ written in the caller's one transaction.
 
 from tracker.submissions.batches import Idempotency, Outcome, RowError, SubmissionRejected
 from tracker.submissions.csv_input import InputRows, read_observations_csv, read_works_csv
-from tracker.submissions.observations import dims_key, submit_observations
+from tracker.submissions.observations import submit_observations
 from tracker.submissions.works import WORK_DATES, submit_works
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "Outcome",
     "RowError",
     "SubmissionRejected",
-    "dims_key",
     "read_observations_csv",
     "read_works_csv",
     "submit_observations",
