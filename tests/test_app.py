@@ -96,3 +96,21 @@ def test_a_worker_app_moves_its_start_up_objects_out_of_the_collectors_reach(set
     finally:
         gc.unfreeze()
         app.extensions["engine"].dispose()
+
+
+def test_the_readme_layout_names_every_module():
+    """README's layout lists every module of tracker/ and importers/, so a reader finds
+    each one's job there."""
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("```")[1]
+    words = set(re.findall(r"[a-z_]+", layout))
+    missing = [
+        str(path.relative_to(root))
+        for folder in ("tracker", "importers")
+        for path in sorted((root / folder).rglob("*.py"))
+        if "migrations" not in path.parts and path.stem != "__init__" and path.stem not in words
+    ]
+    packages = [p.name for p in (root / "tracker").iterdir() if (p / "__init__.py").exists()]
+    missing += [f"tracker/{name}/" for name in packages if f"{name}/" not in layout]
+    assert missing == []
