@@ -73,3 +73,8 @@ def _measures(node):
         yield node
     for child in node.children:
         yield from _measures(child)
+
+
+def test_the_works_bench_stores_and_pages_back_a_batch(database_url):
+    figures = _bench("works").run(database_url, 12)
+    assert figures["works"] == 12 and figures["city pages"].startswith("1 in ")
