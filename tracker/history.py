@@ -13,6 +13,7 @@ from sqlalchemy import Select, select
 from sqlmodel import Session
 
 from tracker.models import (
+    MEASURE_AGENCY,
     ApiToken,
     Batch,
     Dimension,
@@ -24,9 +25,8 @@ from tracker.models import (
     Work,
     WorkStatusChange,
     every_revision,
+    join_measure_agency,
 )
-
-_OUTPUT = Node.__table__.alias("output_node")
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,8 @@ class WorkHistory:
 def _owned_measures(agency_id: str) -> Select:
     """Live measures of the agency's outputs (a measure's agency is its output's)."""
     return (
-        select(Node.id, Node.title, Node.unit, Node.dimensions)
-        .join(_OUTPUT, _OUTPUT.c.id == Node.parent_id)
-        .where(_OUTPUT.c.agency_id == agency_id, Node.kind == "measure", Node.retired_at.is_(None))
+        join_measure_agency(select(Node.id, Node.title, Node.unit, Node.dimensions))
+        .where(agency_id == MEASURE_AGENCY, Node.kind == "measure", Node.retired_at.is_(None))
         .order_by(Node.title, Node.id)
     )
 
@@ -159,11 +158,13 @@ def observation_history(
 ) -> list[ObservationHistory]:
     """The agency's most recently received observations, each with all its revisions."""
     observations = session.execute(
-        select(Observation, Node.title, Place.name)
-        .join(Node, Node.id == Observation.measure_id)
-        .join(_OUTPUT, _OUTPUT.c.id == Node.parent_id)
+        join_measure_agency(
+            select(Observation, Node.title, Place.name).join(
+                Node, Node.id == Observation.measure_id
+            )
+        )
         .join(Place, Place.id == Observation.place_id)
-        .where(_OUTPUT.c.agency_id == agency_id)
+        .where(agency_id == MEASURE_AGENCY)
         .order_by(Observation.received_at.desc(), Observation.id.desc())
         .limit(limit)
     ).all()

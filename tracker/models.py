@@ -11,7 +11,7 @@ structured values from the results tree.
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, select, union_all
+from sqlalchemy import JSON, Column, Index, Select, Text, UniqueConstraint, select, union_all
 from sqlmodel import Field, SQLModel
 
 
@@ -143,6 +143,18 @@ class Node(SQLModel, table=True):
     # places: keys the roll-up's cache of definitions, which writes leave alone.
     definition_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     retired_at: datetime | None = None
+
+
+# A measure is its output's agency's (CONTRACT §1: an output is one agency's contribution):
+# the one place that says so in SQL. Join with `join_measure_agency` and select
+# `MEASURE_AGENCY` for it.
+_MEASURE_OUTPUT = Node.__table__.alias("measure_output")
+MEASURE_AGENCY = _MEASURE_OUTPUT.c.agency_id
+
+
+def join_measure_agency(query: Select) -> Select:
+    """`query`, over measures' Node rows, joined to each measure's output (its agency)."""
+    return query.join(_MEASURE_OUTPUT, _MEASURE_OUTPUT.c.id == Node.parent_id)
 
 
 class MeasurePlace(SQLModel, table=True):

@@ -19,12 +19,14 @@ from tracker.cells import dims_key
 from tracker.clock import city_today
 from tracker.limits import EARLIEST_DATE, MAX_MAGNITUDE, date_problem
 from tracker.models import (
+    MEASURE_AGENCY,
     Batch,
     Dimension,
     MeasurePlace,
     Node,
     Observation,
     ObservationRevision,
+    join_measure_agency,
 )
 from tracker.submissions.batches import (
     _IN_CHUNK,
@@ -149,14 +151,14 @@ def _load_rules(session: Session, rows: Iterable[dict[str, Any]]) -> dict[str, M
     names = {_text(r, "measure") for r in rows} - {None}
     if not names:
         return {}
-    output = Node.__table__.alias("output_node")
     # A batch naming thousands of (unknown) measures reads every measure instead of
     # binding a parameter per name.
     named = Node.id.in_(names) if len(names) <= _IN_CHUNK else true()
+    query = join_measure_agency(
+        select(Node.id, MEASURE_AGENCY.label("agency_id"), Node.dimensions, Node.source)
+    )
     found = session.execute(
-        select(Node.id, output.c.agency_id, Node.dimensions, Node.source)
-        .join(output, output.c.id == Node.parent_id)
-        .where(named, Node.kind == "measure", Node.retired_at.is_(None))
+        query.where(named, Node.kind == "measure", Node.retired_at.is_(None))
     ).all()
     places: dict[str, set[str]] = {m.id: set() for m in found}
     for measure_id, place_id in session.execute(

@@ -13,7 +13,16 @@ from sqlmodel import Session
 
 from tracker.geometry import parse_geometry
 from tracker.limits import date_problem
-from tracker.models import AuditEvent, Batch, Node, Work, WorkPlace, WorkStatusChange
+from tracker.models import (
+    MEASURE_AGENCY,
+    AuditEvent,
+    Batch,
+    Node,
+    Work,
+    WorkPlace,
+    WorkStatusChange,
+    join_measure_agency,
+)
 from tracker.submissions.batches import (
     _IN_CHUNK,
     Idempotency,
@@ -137,12 +146,10 @@ def _works_measures(session: Session) -> dict[str, str | None]:
 
 def _measure_agencies(session: Session, *conditions) -> dict[str, str | None]:
     """Agency (its output's) of each live measure meeting `conditions`."""
-    output = Node.__table__.alias("output_node")
+    query = join_measure_agency(select(Node.id, MEASURE_AGENCY))
     return dict(
         session.execute(
-            select(Node.id, output.c.agency_id)
-            .join(output, output.c.id == Node.parent_id)
-            .where(Node.kind == "measure", Node.retired_at.is_(None), *conditions)
+            query.where(Node.kind == "measure", Node.retired_at.is_(None), *conditions)
         ).all()
     )
 
