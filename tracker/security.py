@@ -37,13 +37,16 @@ def _make_nonce() -> None:
     g.csp_nonce = secrets.token_urlsafe(16)
 
 
-def _refuse_nul(*_args) -> None:
+def _refuse_nul() -> None:
     """No parameter or form field may hold a NUL character: PostgreSQL refuses it in text
     (an error in the middle of the request), and no name, date or note needs one."""
-    for values in (request.args, request.form if request.mimetype != "text/csv" else {}):
+    # A CSV body is the write path's to read (its cells are checked there), not a form.
+    form = request.form if request.mimetype != "text/csv" else {}
+    for values in (request.args, form):
         for name, value in values.items(multi=True) if values else ():
             if "\x00" in name or "\x00" in value:
-                raise TrackerError(f"parameter {name.replace(chr(0), '')!r} holds a NUL character")
+                shown = name.replace("\x00", "")
+                raise TrackerError(f"parameter {shown!r} holds a NUL character")
 
 
 def _set_headers(response: Response) -> Response:
