@@ -1,0 +1,111 @@
+"""Locating: the live neighbourhood holding a point, and a geometry's shares by place.
+
+Also a street by id or name, the city's extent, and distances in metres (NZTM2000).
+"""
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import shapely
+from shapely.geometry import Point
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, select
+
+from tracker.models import Place, Street
+from tracker.places.streets import _nztm_projector
+from tracker.text import search_key
+
+# Retired places keep their rows for history; nothing reads them as places any more.
+_live = Place.retired_at.is_(None)
+
+
+def locate_point(session: Session, lon: float, lat: float) -> str | None:
+    """The id of the live neighbourhood holding the point (lon, lat), or None."""
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        return None
+    candidates = session.exec(
+        select(Place.id, Place.geometry)
+        .where(Place.level == "neighbourhood", _live)
+        .where(Place.min_lon <= lon, Place.max_lon >= lon)
+        .where(Place.min_lat <= lat, Place.max_lat >= lat)
+        .order_by(Place.id)
+    )
+    point = Point(lon, lat)
+    # a point on a shared border belongs to the first neighbourhood by id
+    return next((pid for pid, text in candidates if _parsed(text).covers(point)), None)
+
+
+@lru_cache(maxsize=512)
+def _parsed(geojson: str) -> BaseGeometry:
+    """A prepared geometry from stored GeoJSON; cached, as boundaries rarely change."""
+    geometry = shapely.from_geojson(geojson)
+    shapely.prepare(geometry)
+    return geometry
+
+
+def city_extent(session: Session) -> BaseGeometry | None:
+    """The city's boundary (the union of its neighbourhoods), or None before places load."""
+    text = session.scalar(sa_select(Place.geometry).where(Place.level == "city", _live))
+    return _parsed(text) if text else None
+
+
+def resolve_street(session: Session, text: str) -> tuple[str | None, BaseGeometry | None, str]:
+    """(id, geometry, "") of the street named by id or by name; (None, None, why) if none.
+
+    A name that several streets share is ambiguous: the message lists their ids.
+    """
+    row = session.exec(select(Street.id, Street.geometry).where(Street.id == text)).first()
+    if row is None:
+        rows = session.exec(
+            select(Street.id, Street.geometry).where(Street.search_key == search_key(text))
+        ).all()
+        if len(rows) > 1:
+            ids = ", ".join(sorted(r.id for r in rows))
+            return None, None, f"{text!r} names several streets; use one of their ids: {ids}"
+        row = rows[0] if rows else None
+    if row is None:
+        return None, None, f"no street {text!r} in the gazetteer"
+    return row.id, shapely.from_geojson(row.geometry), ""
+
+
+def nztm_distance_m(a: BaseGeometry, b: BaseGeometry) -> float:
+    """Distance in metres between two WGS84 geometries, measured in NZTM2000."""
+    project = _nztm_projector()
+    first, second = project(np.array([a, b]))
+    return float(shapely.distance(first, second))
+
+
+def nztm_distances_m(a: BaseGeometry, others: list[BaseGeometry]) -> np.ndarray:
+    """Distances in metres from `a` to each of `others` (WGS84), in one projection."""
+    projected = _nztm_projector()(np.array([a, *others], dtype=object))
+    return shapely.distance(projected[0], projected[1:])
+
+
+def share_by_place(session: Session, geometry: BaseGeometry) -> dict[str, float]:
+    """Share (0-1) of `geometry` in each live neighbourhood it touches (CONTRACT §6).
+
+    Points belong to the neighbourhood they lie in; lines are split by length and
+    polygons by area, both measured in NZTM2000 rather than in degrees.
+    """
+    if geometry.geom_type in ("Point", "MultiPoint"):
+        point = geometry.representative_point()
+        place = locate_point(session, point.x, point.y)
+        return {place: 1.0} if place else {}
+    minx, miny, maxx, maxy = geometry.bounds
+    candidates = session.exec(
+        select(Place.id, Place.geometry)
+        .where(Place.level == "neighbourhood", _live)
+        .where(Place.min_lon <= maxx, Place.max_lon >= minx)
+        .where(Place.min_lat <= maxy, Place.max_lat >= miny)
+    ).all()
+    measure = shapely.area if geometry.geom_type.endswith("Polygon") else shapely.length
+    project = _nztm_projector()
+    amounts = {}
+    for place_id, text in candidates:
+        piece = shapely.intersection(geometry, _parsed(text))
+        if not piece.is_empty:
+            amounts[place_id] = float(measure(project(np.array([piece]))[0]))
+    total = sum(amounts.values())
+    return {p: a / total for p, a in amounts.items() if a > 0} if total > 0 else {}
