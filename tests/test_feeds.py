@@ -11,9 +11,9 @@ from fixtures.feeds.server import Answer, FeedServer
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from tracker import feeds
 from tracker.cli import main
 from tracker.feeds import feed_health, next_due, run_feed
+from tracker.feeds import run as feeds
 from tracker.models import (
     Batch,
     Feed,

@@ -25,7 +25,7 @@ from test_feeds import (  # noqa: F401 (the fixtures are used by name)
 )
 from test_scheduler import wait_for
 
-from tracker import feeds
+from tracker.feeds import run as feeds
 from tracker.feeds import run_feed
 from tracker.models import FeedRun, SchedulerLease
 
@@ -259,7 +259,7 @@ def test_a_run_holds_a_lease_that_fits_however_long_the_feed_s_id():
 
 KILLED_RUN = """
 import sys
-from tracker import feeds
+from tracker.feeds import run as feeds
 from tracker.db import make_engine
 feeds.RUN_LEASE_SECONDS = float(sys.argv[3])
 feeds.run_feed(make_engine(sys.argv[1]), sys.argv[2])

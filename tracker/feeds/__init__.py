@@ -1,0 +1,53 @@
+"""Feed runs (CONTRACT §7), for now all in tracker.feeds.run; this package re-exports the
+names the rest of the tracker imports.
+"""
+
+from tracker.feeds.run import (
+    FeedError,
+    FeedHealth,
+    Fetcher,
+    Unchanged,
+    agency_names,
+    city_timezone,
+    every_interval,
+    feed_health,
+    feed_trigger,
+    host_addresses,
+    live_feeds,
+    missing_columns,
+    next_due,
+    observation_row,
+    place_names,
+    redirect_allowed,
+    run_feed,
+    run_feeds,
+    run_lease_name,
+    run_rejections,
+    tree_folder,
+    work_row,
+)
+
+__all__ = [
+    "FeedError",
+    "FeedHealth",
+    "Fetcher",
+    "Unchanged",
+    "agency_names",
+    "city_timezone",
+    "every_interval",
+    "feed_health",
+    "feed_trigger",
+    "host_addresses",
+    "live_feeds",
+    "missing_columns",
+    "next_due",
+    "observation_row",
+    "place_names",
+    "redirect_allowed",
+    "run_feed",
+    "run_feeds",
+    "run_lease_name",
+    "run_rejections",
+    "tree_folder",
+    "work_row",
+]
