@@ -11,9 +11,9 @@ from fixtures.feeds.server import Answer, FeedServer
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from tracker import feeds
 from tracker.cli import main
-from tracker.feeds import feed_health, next_due, run_feed
-from tracker.feeds import run as feeds
+from tracker.feeds import feed_health, fetch, next_due, run_feed
 from tracker.models import (
     Batch,
     Feed,
@@ -46,7 +46,7 @@ def feed_server():
 @pytest.fixture(autouse=True, name="quick_retries")
 def quick_backoff(monkeypatch):
     """Back-off in hundredths of a second: the retry logic, not the waiting, is tested."""
-    monkeypatch.setattr(feeds, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(fetch, "BACKOFF_SECONDS", 0.01)
 
 
 @pytest.fixture(name="engine")
@@ -185,8 +185,8 @@ def test_a_5xx_that_persists_fails_after_a_few_tries(engine, server):
     server.add("/repairs.csv", Answer(502, b"bad gateway"))
     run = run_feed(engine, add_feed(engine, server.url("/repairs.csv")))
     assert run.status == "failed"
-    assert "HTTP 502" in run.error and f"tried {feeds.ATTEMPTS} times" in run.error
-    assert server.count("/repairs.csv") == feeds.ATTEMPTS
+    assert "HTTP 502" in run.error and f"tried {fetch.ATTEMPTS} times" in run.error
+    assert server.count("/repairs.csv") == fetch.ATTEMPTS
 
 
 def test_a_4xx_fails_at_once(engine, server):
@@ -230,7 +230,7 @@ def test_an_unreadable_body_fails_the_run(engine, server, answer, fmt, message):
 
 
 def test_an_answer_over_the_size_limit_fails(engine, server, monkeypatch):
-    monkeypatch.setattr(feeds, "MAX_RESPONSE_BYTES", 50)
+    monkeypatch.setattr(fetch, "MAX_RESPONSE_BYTES", 50)
     server.add("/repairs.csv", Answer(body=CSV))
     run = run_feed(engine, add_feed(engine, server.url("/repairs.csv")))
     assert run.status == "failed"
@@ -300,7 +300,7 @@ def test_a_run_that_breaks_inside_is_recorded_as_failed_and_stores_nothing(
     def broken(*_args, **_kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(feeds, "submit_observations", broken)
+    monkeypatch.setattr("tracker.feeds.run.submit_observations", broken)
     server.add("/repairs.csv", Answer(body=CSV))
     run = run_feed(engine, add_feed(engine, server.url("/repairs.csv")))
     assert run.status == "failed"
@@ -749,7 +749,7 @@ def test_a_source_that_never_stops_paging_is_cut_off_and_stores_nothing(
         return Answer(body=esri_page(int(query["resultOffset"]), 10, True))
 
     server.pages("/layer/query", page)
-    monkeypatch.setattr(feeds, limit, value)
+    monkeypatch.setattr(fetch, limit, value)
     feed_id = add_works_feed(
         engine,
         server.url("/layer"),

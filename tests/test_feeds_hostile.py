@@ -25,8 +25,8 @@ from test_feeds import (  # noqa: F401 (the fixtures are used by name)
 )
 from test_scheduler import wait_for
 
-from tracker.feeds import run as feeds
-from tracker.feeds import run_feed
+from tracker import feeds
+from tracker.feeds import fetch, run_feed
 from tracker.models import FeedRun, SchedulerLease
 
 
@@ -57,7 +57,7 @@ def test_a_trickling_server_fails_the_run_within_its_timeout(engine, server, slo
 
 
 def test_retries_of_a_trickling_source_stop_at_the_run_s_time_limit(engine, server, monkeypatch):
-    monkeypatch.setattr(feeds, "MAX_RUN_SECONDS", 1.5)
+    monkeypatch.setattr(fetch, "MAX_RUN_SECONDS", 1.5)
     # Two bytes in 0.6 s, then the connection breaks: worth another try, inside the timeout.
     server.add("/slow.csv", Answer(body=CSV[:2], trickle=0.3, truncate=True))
     started = time.monotonic()
@@ -94,13 +94,13 @@ def test_a_redirect_loop_stops_after_a_few_redirects(engine, server):
     server.add("/loop.csv", Answer(302, headers={"Location": "/loop.csv"}))
     run = run_feed(engine, add_feed(engine, server.url("/loop.csv")))
     assert run.status == "failed"
-    assert "too many redirects" in run.error and f"over {feeds.MAX_REDIRECTS}" in run.error
-    assert server.count("/loop.csv") == feeds.MAX_REDIRECTS + 1
+    assert "too many redirects" in run.error and f"over {fetch.MAX_REDIRECTS}" in run.error
+    assert server.count("/loop.csv") == fetch.MAX_REDIRECTS + 1
 
 
 def test_a_public_host_cannot_redirect_a_run_to_a_private_address(engine, server, monkeypatch):
     # The server is on 127.0.0.1; the run is told "localhost" is a public address.
-    monkeypatch.setattr(feeds, "host_addresses", lambda host: ["151.101.1.1"])
+    monkeypatch.setattr(fetch, "host_addresses", lambda host: ["151.101.1.1"])
     server.add("/repairs.csv", Answer(302, headers={"Location": server.url("/inside.csv")}))
     server.add("/inside.csv", Answer(body=CSV))
     public = server.url("/repairs.csv").replace("127.0.0.1", "localhost")
@@ -259,10 +259,10 @@ def test_a_run_holds_a_lease_that_fits_however_long_the_feed_s_id():
 
 KILLED_RUN = """
 import sys
-from tracker.feeds import run as feeds
 from tracker.db import make_engine
-feeds.RUN_LEASE_SECONDS = float(sys.argv[3])
-feeds.run_feed(make_engine(sys.argv[1]), sys.argv[2])
+from tracker.feeds import run
+run.RUN_LEASE_SECONDS = float(sys.argv[3])
+run.run_feed(make_engine(sys.argv[1]), sys.argv[2])
 """
 
 
