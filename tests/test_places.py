@@ -673,3 +673,25 @@ def test_christchurch_data(session):
     assert (opawa["id"], opawa["name"]) == ("opawa-road", "Opawa Road")
     assert "opawa" in opawa["places"]
     assert locate_point(session, 172.6363, -43.5321) == "cathedral-square"
+
+
+def test_locating_a_batch_agrees_with_locating_each_geometry(session):
+    """shares_by_place (one read of the neighbourhoods for a whole batch) gives what
+    share_by_place gives each geometry: borders, corners, outside, lines and polygons."""
+    from shapely.geometry import Point, Polygon
+
+    from tracker.places import shares_by_place
+
+    store_tiny(session)
+    session.commit()
+    steps = [172.595 + i * 0.0025 for i in range(12)]
+    geometries = [Point(lon, lat) for lon in steps for lat in (-43.545, -43.54, -43.535, -43.53)]
+    geometries += [
+        LineString([(172.601, -43.535), (172.619, -43.525)]),
+        LineString([(172.6, -43.53), (172.62, -43.53)]),  # along a border
+        Polygon([(172.605, -43.538), (172.615, -43.538), (172.615, -43.522), (172.605, -43.522)]),
+        Point(170.0, -40.0),
+    ]
+    expected = [share_by_place(session, geometry) for geometry in geometries]
+    assert shares_by_place(session, geometries) == expected
+    assert sum(1 for shares in expected if shares) > len(geometries) // 2  # most are inside

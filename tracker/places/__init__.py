@@ -23,6 +23,7 @@ from tracker.places.locate import (
     nztm_distances_m,
     resolve_street,
     share_by_place,
+    shares_by_place,
 )
 from tracker.places.search import list_places, search_places, search_streets
 from tracker.places.store import Box, relocate_works, store_places
@@ -46,5 +47,6 @@ __all__ = [
     "search_places",
     "search_streets",
     "share_by_place",
+    "shares_by_place",
     "store_places",
 ]

@@ -100,10 +100,41 @@ def share_by_place(session: Session, geometry: BaseGeometry) -> dict[str, float]
         .where(Place.min_lon <= maxx, Place.max_lon >= minx)
         .where(Place.min_lat <= maxy, Place.max_lat >= miny)
     ).all()
+    return _split(geometry, candidates)
+
+
+def shares_by_place(session: Session, geometries: list[BaseGeometry]) -> list[dict[str, float]]:
+    """`share_by_place` of each geometry, reading the neighbourhoods once: a batch of
+    40,000 works made 40,000 queries (most of its time on PostgreSQL)."""
+    if not geometries:
+        return []
+    rows = session.exec(
+        select(Place.id, Place.geometry, Place.min_lon, Place.min_lat, Place.max_lon, Place.max_lat)
+        .where(Place.level == "neighbourhood", _live)
+        .order_by(Place.id)
+    ).all()
+    boxes = shapely.box(*np.array([row[2:] for row in rows], dtype=float).T) if rows else []
+    index = shapely.STRtree(boxes)
+    shares = []
+    for geometry in geometries:
+        # Neighbourhoods whose box meets the geometry's, in id order, as the queries read them.
+        near = [rows[i][:2] for i in sorted(index.query(shapely.envelope(geometry)))]
+        if geometry.geom_type in ("Point", "MultiPoint"):
+            point = geometry.representative_point()
+            # a point on a shared border belongs to the first neighbourhood by id
+            place = next((pid for pid, text in near if _parsed(text).covers(point)), None)
+            shares.append({place: 1.0} if place else {})
+        else:
+            shares.append(_split(geometry, near))
+    return shares
+
+
+def _split(geometry: BaseGeometry, candidates) -> dict[str, float]:
+    """A line's or polygon's shares of length or area among the candidate neighbourhoods."""
     measure = shapely.area if geometry.geom_type.endswith("Polygon") else shapely.length
     project = _nztm_projector()
     amounts = {}
-    for place_id, text in candidates:
+    for place_id, text in sorted(candidates):  # one order, so one float sum, however read
         piece = shapely.intersection(geometry, _parsed(text))
         if not piece.is_empty:
             amounts[place_id] = float(measure(project(np.array([piece]))[0]))

@@ -15,7 +15,7 @@ from sqlmodel import Session, SQLModel, select
 
 from tracker.models import Place, Street, StreetPlace, Work, WorkPlace, utcnow
 from tracker.places.boundaries import Boundary, _rounded, place_rows
-from tracker.places.locate import share_by_place
+from tracker.places.locate import shares_by_place
 from tracker.places.streets import StreetRecord
 from tracker.text import search_key
 
@@ -197,8 +197,8 @@ def relocate_works(session: Session, boxes: Iterable[Box]) -> dict[int, str | No
         for work_id, place_id, share in session.exec(query.where(WorkPlace.work_id.in_(chunk))):
             stored[work_id][place_id] = share
     moved: dict[int, str | None] = {}
-    for work in near:
-        shares = share_by_place(session, shapely.from_geojson(work.geometry))
+    located = shares_by_place(session, [shapely.from_geojson(work.geometry) for work in near])
+    for work, shares in zip(near, located, strict=True):
         if shares != stored[work.id]:
             _store_work_places(session, work.id, shares)
             moved[work.id] = work.measure_id

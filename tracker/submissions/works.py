@@ -291,7 +291,7 @@ def _store_works(
     """Insert new works, update changed ones (history and audit kept), skip equal ones."""
     from shapely.geometry import mapping
 
-    from tracker.places import share_by_place
+    from tracker.places import shares_by_place
 
     if not dry_run:
         _lock_agency_writes(session, agency_id)
@@ -327,10 +327,8 @@ def _store_works(
     if dry_run:
         return
     now = _record_batch(session, batch, outcome)
-    # Locate every work before adding any row: a query with rows pending would flush
-    # them first, one flush per work (most of a 40,000-work batch's time).
-    with session.no_autoflush:
-        shares = [share_by_place(session, work.geometry) for work, _, _ in planned]
+    # Every work is located before any row is added, against the neighbourhoods read once.
+    shares = shares_by_place(session, [work.geometry for work, _, _ in planned])
     touched: set[str] = set()
     rows, olds = [], []
     for (work, values, current), here in zip(planned, shares, strict=True):
