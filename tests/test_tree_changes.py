@@ -541,3 +541,29 @@ def test_moving_a_measure_to_another_agency_is_refused_until_the_tree_confirms_i
     assert post(client, tokens["council"], "observations", [observation()]).status_code == 201
     assert post(client, tokens["eqc"], "observations", [observation()]).status_code == 403
     assert init(runner).exit_code == 0  # moved already: the acknowledgement is history now
+
+
+def test_changing_a_measures_dimensions_with_observations_is_refused_until_the_tree_retires_them(
+    client, runner, settings, tree, tokens
+):
+    post(client, tokens["eqc"], "observations", [observation(age="0-14"), observation(age="65+")])
+    assert figure(client, "tiny", "homes-repaired")["value"] == 10
+    homes = tree["results"][0]["outputs"][0]["measures"][0]
+    assert homes["id"] == "homes-repaired"
+    homes.pop("dimensions")  # the cells age=… would fit no cell of a measure without any
+    write_tree(settings, tree)
+    refused = init(runner)
+    assert refused.exit_code == 1
+    assert (
+        "measure 'homes-repaired' changes its dimensions [age] → [], but 2 stored "
+        "observations were stored under the old cells" in refused.output
+    )
+    assert figure(client, "tiny", "homes-repaired")["value"] == 10
+
+    tree["retired"] = {"measure_dimensions": ["homes-repaired"]}
+    result = init_with(runner, settings, tree)
+    assert (
+        "Measure homes-repaired (dimensions [age] → []): 2 stored observations no longer "
+        "counted (retired)." in result.output
+    )
+    assert figure(client, "tiny", "homes-repaired")["value"] is None

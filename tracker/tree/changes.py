@@ -91,21 +91,25 @@ class StoredTree:
     nodes: dict[str, str]  # id -> kind
     measure_agency: dict[str, str | None]  # measure id -> its output's agency
     dimension_values: frozenset[tuple[str, str]]
+    measure_dimensions: dict[str, tuple[str, ...]]  # measure id -> its declared dimensions
 
 
 def read_stored(session: Session) -> StoredTree:
     """The stored tree's live agencies, feeds, nodes and declared dimension values."""
     output = aliased(Node)
     nodes = session.execute(
-        select(Node.id, Node.kind, output.agency_id)
+        select(Node.id, Node.kind, output.agency_id, Node.dimensions)
         .outerjoin(output, output.id == Node.parent_id)
         .where(Node.retired_at.is_(None))
     ).all()
     return StoredTree(
         agencies=frozenset(session.scalars(select(Agency.id).where(Agency.retired_at.is_(None)))),
         feeds=frozenset(session.scalars(select(Feed.id).where(Feed.retired_at.is_(None)))),
-        nodes={node_id: kind for node_id, kind, _ in nodes},
-        measure_agency={node_id: agency for node_id, kind, agency in nodes if kind == "measure"},
+        nodes={node_id: kind for node_id, kind, _, _ in nodes},
+        measure_agency={node_id: agency for node_id, kind, agency, _ in nodes if kind == "measure"},
+        measure_dimensions={
+            node_id: tuple(dims or ()) for node_id, kind, _, dims in nodes if kind == "measure"
+        },
         dimension_values=frozenset(
             (name, value)
             for name, value in session.execute(select(Dimension.name, Dimension.value))
@@ -129,6 +133,7 @@ def review_changes(
     _review_moves(session, tree, stored, changes)
     _review_places(session, tree, set(retired_places), changes)
     _review_dimension_values(session, tree, stored, changes)
+    _review_measure_dimensions(session, tree, stored, changes)
     _review_renames(session, tree, changes)
     return changes
 
@@ -279,6 +284,45 @@ def _review_dimension_values(
                 f'`retired: {{dimension_values: {{{name}: ["{value}"]}}}}` to stop counting '
                 "them, or put it back"
             )
+
+
+def _review_measure_dimensions(
+    session: Session, tree: "Tree", stored: StoredTree, changes: TreeChanges
+):
+    """Measures whose `dimensions` list changed. Stored cells name the old dimensions, so
+    those observations would fit no cell of the new list and silently leave every total:
+    refused unless `retired.measure_dimensions` lists the measure."""
+    for measure in tree.measures():
+        before = stored.measure_dimensions.get(measure.id)
+        if before is None or set(before) == set(measure.dimensions):
+            continue
+        keys = session.execute(
+            select(Observation.dims_key, func.count())
+            .where(Observation.measure_id == measure.id)
+            .group_by(Observation.dims_key)
+        ).all()
+        wanted = set(measure.dimensions)
+        count = sum(n for key, n in keys if _cell_names(key) != wanted)
+        if not count:
+            continue
+        rows = _many(count, "stored observation")
+        change = f"dimensions [{', '.join(before)}] → [{', '.join(measure.dimensions)}]"
+        if measure.id in tree.retired.measure_dimensions:
+            changes.notes.append(
+                f"Measure {measure.id} ({change}): {rows} no longer counted (retired)."
+            )
+        else:
+            changes.refusals.append(
+                f"measure {measure.id!r} changes its {change}, but {rows} were stored under "
+                f"the old cells and would drop out of every total: list it under "
+                f"`retired: {{measure_dimensions: [{measure.id}]}}` to stop counting them, "
+                "or keep its dimensions"
+            )
+
+
+def _cell_names(key: str) -> set[str]:
+    """The dimension names a stored cell key gives ("age=65+|sex=male" -> {age, sex})."""
+    return {part.partition("=")[0] for part in key.split("|") if part}
 
 
 def _review_renames(session: Session, tree: "Tree", changes: TreeChanges):

@@ -352,6 +352,9 @@ class RetiredSpec(_Spec):
     dimension_values: dict[
         DimensionName, Annotated[list[DimensionValue], AfterValidator(_unique)]
     ] = {}
+    # Measures whose `dimensions` list changed: their observations stored under the old
+    # cells no longer fit the new ones and stop counting.
+    measure_dimensions: Annotated[list[Slug], AfterValidator(_unique)] = []
 
 
 class Tree(_Spec):
