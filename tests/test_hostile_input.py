@@ -421,3 +421,12 @@ def test_a_measure_given_as_an_object_is_refused_not_a_500(client, token, loaded
     assert {"row": 0, "field": "measure", "message": "measure is required"} in answer.get_json()[
         "errors"
     ]
+
+
+def test_an_idempotency_key_that_is_not_printable_is_refused(client, token, loaded):
+    body = {"observations": [ROW]}
+    headers = {**bearer(token), "Idempotency-Key": "batch\t7"}
+    answer = client.post("/api/v1/observations", json=body, headers=headers)
+    assert answer.status_code == 400
+    assert answer.get_json() == {"error": "Idempotency-Key must be printable text"}
+    assert stored_rows(loaded[0]) == 0

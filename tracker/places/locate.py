@@ -70,13 +70,6 @@ def resolve_street(session: Session, text: str) -> tuple[str | None, BaseGeometr
     return row.id, shapely.from_geojson(row.geometry), ""
 
 
-def nztm_distance_m(a: BaseGeometry, b: BaseGeometry) -> float:
-    """Distance in metres between two WGS84 geometries, measured in NZTM2000."""
-    project = _nztm_projector()
-    first, second = project(np.array([a, b]))
-    return float(shapely.distance(first, second))
-
-
 def nztm_distances_m(a: BaseGeometry, others: list[BaseGeometry]) -> np.ndarray:
     """Distances in metres from `a` to each of `others` (WGS84), in one projection."""
     projected = _nztm_projector()(np.array([a, *others], dtype=object))

@@ -96,6 +96,27 @@ class Idempotency:
         return cls(key, hashlib.sha256(body).hexdigest())
 
 
+def new_batch(
+    agency_id: str,
+    channel: str,
+    *,
+    token_id: int | None,
+    user_id: int | None,
+    feed_run_id: int | None,
+    idempotency: Idempotency | None,
+) -> Batch:
+    """The batch row a submission is stored under: who sent it, how, and its key."""
+    return Batch(
+        agency_id=agency_id,
+        channel=channel,
+        token_id=token_id,
+        user_id=user_id,
+        feed_run_id=feed_run_id,
+        idempotency_key=idempotency.key if idempotency else None,
+        body_hash=idempotency.body_hash if idempotency else None,
+    )
+
+
 def _begin(
     session: Session,
     agency_id: str,

@@ -38,6 +38,7 @@ from tracker.submissions.batches import (
     _lock_agency_writes,
     _record_batch,
     _settle,
+    new_batch,
 )
 from tracker.submissions.fields import NUL, NUL_MESSAGE, _iso_date, _parse_value, _text
 
@@ -128,14 +129,13 @@ def submit_observations(
 
     outcome = _settle(errors, foreign, partial=partial)
     if clean:
-        batch = Batch(
-            agency_id=agency_id,
-            channel=channel,
+        batch = new_batch(
+            agency_id,
+            channel,
             token_id=token_id,
             user_id=user_id,
             feed_run_id=feed_run_id,
-            idempotency_key=idempotency.key if idempotency else None,
-            body_hash=idempotency.body_hash if idempotency else None,
+            idempotency=idempotency,
         )
         _store(session, clean, outcome, dry_run=dry_run, batch=batch)
     return outcome

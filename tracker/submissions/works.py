@@ -33,6 +33,7 @@ from tracker.submissions.batches import (
     _lock_agency_writes,
     _record_batch,
     _settle,
+    new_batch,
 )
 from tracker.submissions.fields import ISO_DATE, NUL, NUL_MESSAGE, _parse_value, _text
 from tracker.vocabulary import WORK_STATUSES
@@ -126,14 +127,13 @@ def submit_works(
 
     outcome = _settle(errors, foreign, partial=partial)
     if clean:
-        batch = Batch(
-            agency_id=agency_id,
-            channel=channel,
+        batch = new_batch(
+            agency_id,
+            channel,
             token_id=token_id,
             user_id=user_id,
             feed_run_id=feed_run_id,
-            idempotency_key=idempotency.key if idempotency else None,
-            body_hash=idempotency.body_hash if idempotency else None,
+            idempotency=idempotency,
         )
         _store_works(session, agency_id, clean, outcome, dry_run=dry_run, batch=batch)
     return outcome
