@@ -212,3 +212,54 @@ def test_migration_0008_drops_batch_response_keeping_batches(engine):
     assert "response" not in {c["name"] for c in inspect(engine).get_columns("batch")}
     with engine.connect() as connection:
         assert connection.execute(text("SELECT agency_id, accepted FROM batch")).all() == [("a", 1)]
+
+
+def test_migration_0009_measures_the_stored_works_against_the_streets(engine):
+    """Down to 0008, a street and three works in, up again: the new workstreet table holds
+    the work 20 m from the street and the one filed under it, not the one 300 m off; down
+    again it goes and the works stay."""
+    _alembic(engine, "downgrade", "0008")
+    assert "workstreet" not in inspect(engine).get_table_names()
+    line = '{"type":"LineString","coordinates":[[172.601,-43.535],[172.609,-43.535]]}'
+    with engine.begin() as connection:
+        _insert_place_agency_and_measure(connection)
+        connection.execute(
+            text(
+                "INSERT INTO batch (id, agency_id, channel, received_at, accepted, revised,"
+                " unchanged) VALUES (1, 'a', 'api', '2026-12-01 00:00:00', 3, 0, 0)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO street (id, name, search_key, geometry, length_m, min_lon, min_lat,"
+                f" max_lon, max_lat) VALUES ('s', 'S', 's', '{line}', 645, 172.601, -43.535,"
+                " 172.609, -43.535)"
+            )
+        )
+        # 20 m north of the street (0.00018°), 300 m north, and filed under it far away.
+        for ref, lat, street in (("near", -43.53482, None), ("far", -43.5323, None),
+                                 ("filed", -43.5, "'s'")):  # fmt: skip
+            point = f'{{"type":"Point","coordinates":[172.605,{lat}]}}'
+            connection.execute(
+                text(
+                    "INSERT INTO work (agency_id, ref, title, status, geometry, street_id,"
+                    " min_lon, min_lat, max_lon, max_lat, batch_id, updated_at) VALUES"
+                    f" ('a', '{ref}', 'W', 'planned', '{point}', {street or 'NULL'}, 172.605,"
+                    f" {lat}, 172.605, {lat}, 1, '2026-12-01 00:00:00')"
+                )
+            )
+    _alembic(engine, "upgrade", "head")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT w.ref, s.street_id, s.distance_m FROM workstreet s"
+                " JOIN work w ON w.id = s.work_id ORDER BY w.ref"
+            )
+        ).all()
+    assert [(ref, street) for ref, street, _ in rows] == [("filed", "s"), ("near", "s")]
+    assert 19 < rows[1][2] < 21
+    _alembic(engine, "downgrade", "0008")
+    assert "workstreet" not in inspect(engine).get_table_names()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM work")).scalar() == 3
+    _alembic(engine, "upgrade", "head")

@@ -296,6 +296,15 @@ class WorkPlace(SQLModel, table=True):
     share: float
 
 
+class WorkStreet(SQLModel, table=True):
+    """A street a work lies on: within NEAR_STREET_M of its geometry, or the one it was filed
+    under; kept at store time and when the gazetteer changes, so street pages are SQL."""
+
+    work_id: int = Field(foreign_key="work.id", primary_key=True)
+    street_id: str = Field(foreign_key="street.id", primary_key=True, max_length=150, index=True)
+    distance_m: float  # from the work's geometry to the street, in NZTM2000
+
+
 class WorkStatusChange(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     work_id: int = Field(foreign_key="work.id", index=True)

@@ -4,16 +4,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import shapely
 from sqlalchemy import and_, func, or_, select
 from sqlmodel import Session
 
 from tracker.errors import NotFound, TrackerError
 from tracker.limits import MAX_BBOX_DEGREES, WORKS_PAGE_SIZE
-from tracker.models import Place, Street, Work, WorkPlace
-from tracker.places import nztm_distances_m
-
-NEAR_STREET_M = 25.0  # a work this close to a street is "on" it, whatever it was filed under
+from tracker.models import Place, Street, Work, WorkPlace, WorkStreet
+from tracker.places import NEAR_STREET_M  # noqa: F401  (what "on a street" means)
 
 
 @dataclass(frozen=True)
@@ -42,40 +39,12 @@ def works_in_place(
 def works_on_street(
     session: Session, street_id: str, *, after: str | None = None, limit: int = WORKS_PAGE_SIZE
 ) -> WorksPage:
-    """Works filed under the street, and works whose geometry lies within NEAR_STREET_M."""
-    street = session.get(Street, street_id)
-    if street is None:
+    """Works filed under the street, and works whose geometry lies within NEAR_STREET_M
+    (the WorkStreet rows written when each work was stored or the gazetteer changed)."""
+    if session.get(Street, street_id) is None:
         raise NotFound(f"no street {street_id!r}")
-    line = shapely.from_geojson(street.geometry)
-    pad = 0.001  # about 100 m: a cheap box before the exact distance
-    candidates = session.execute(
-        select(Work.agency_id, Work.ref, Work.id, Work.street_id, Work.geometry).where(
-            or_(
-                Work.street_id == street_id,
-                (Work.min_lon <= street.max_lon + pad)
-                & (Work.max_lon >= street.min_lon - pad)
-                & (Work.min_lat <= street.max_lat + pad)
-                & (Work.max_lat >= street.min_lat - pad),
-            )
-        )
-    )
-    # The distance is exact only in Python, so this page is cut in Python too.
-    candidates = candidates.all()
-    geometries = shapely.from_geojson([geometry for *_, geometry in candidates])
-    distances = nztm_distances_m(line, list(geometries)) if candidates else []
-    near = sorted(
-        (agency_id, ref, work_id)
-        for (agency_id, ref, work_id, filed_under, _), distance in zip(
-            candidates, distances, strict=True
-        )
-        if filed_under == street_id or distance <= NEAR_STREET_M
-    )
-    total = len(near)
-    if after is not None:
-        near = [key for key in near if key[:2] > _cursor_key(after)]
-    ids = [work_id for _, _, work_id in near[:limit]]
-    works = session.scalars(select(Work).where(Work.id.in_(ids)).order_by(Work.agency_id, Work.ref))
-    return _cut(list(works), total, more=len(near) > limit)
+    on = Work.id.in_(select(WorkStreet.work_id).where(WorkStreet.street_id == street_id))
+    return _page(session, on, after, limit)
 
 
 def works_in_bbox(

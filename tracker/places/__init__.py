@@ -2,8 +2,10 @@
 
 - boundaries: PlacesError, Boundary, `read_boundaries`, GeoJSON reading and place rows;
 - streets: StreetRecord, `read_streets` (segments joined into streets), NZTM projection;
-- store: `store_places` (upserts, retiring places, streets) and `relocate_works`;
-- locate: `locate_point`, `share_by_place`, `city_extent`, `resolve_street`, distances;
+- store: `store_places` (upserts, retiring places, streets), `relocate_works` and
+  `measure_work_streets`;
+- locate: `locate_point`, `share_by_place`, `city_extent`, `resolve_street`, distances,
+  `streets_near` (the streets a work lies on);
 - search: `search_streets`, `search_places` and `list_places`.
 
 A name with a leading underscore that one module imports from another is the package's
@@ -18,18 +20,21 @@ from tracker.places.boundaries import (
     read_boundaries,
 )
 from tracker.places.locate import (
+    NEAR_STREET_M,
     city_extent,
     locate_point,
     nztm_distances_m,
     resolve_street,
     share_by_place,
     shares_by_place,
+    streets_near,
 )
 from tracker.places.search import list_places, search_places, search_streets
 from tracker.places.store import Box, relocate_works, store_places
 from tracker.places.streets import StreetRecord, read_streets
 
 __all__ = [
+    "NEAR_STREET_M",
     "Boundary",
     "Box",
     "PlacesError",
@@ -49,4 +54,5 @@ __all__ = [
     "share_by_place",
     "shares_by_place",
     "store_places",
+    "streets_near",
 ]

@@ -1,6 +1,7 @@
 """Locating: the live neighbourhood holding a point, and a geometry's shares by place.
 
-Also a street by id or name, the city's extent, and distances in metres (NZTM2000).
+Also a street by id or name, the streets near a geometry, the city's extent, and
+distances in metres (NZTM2000).
 """
 
 import math
@@ -16,6 +17,12 @@ from sqlmodel import Session, select
 from tracker.models import Place, Street
 from tracker.places.streets import _nztm_projector
 from tracker.text import search_key
+
+NEAR_STREET_M = 25.0  # a work this close to a street is "on" it, whatever it was filed under
+# Streets whose box comes this close (degrees, about 80-110 m here) to a geometry's box are
+# measured exactly; it is wider than NEAR_STREET_M anywhere south of 77°.
+_NEAR_PAD = 0.001
+_IN_CHUNK = 5000  # ids in one IN (…), as the write path chunks them
 
 # Retired places keep their rows for history; nothing reads them as places any more.
 _live = Place.retired_at.is_(None)
@@ -74,6 +81,65 @@ def nztm_distances_m(a: BaseGeometry, others: list[BaseGeometry]) -> np.ndarray:
     """Distances in metres from `a` to each of `others` (WGS84), in one projection."""
     projected = _nztm_projector()(np.array([a, *others], dtype=object))
     return shapely.distance(projected[0], projected[1:])
+
+
+def streets_near(
+    connection, geometries: list[BaseGeometry], filed: list[str | None]
+) -> list[dict[str, float]]:
+    """For each geometry (WGS84), {street id: distance in metres} of the streets within
+    NEAR_STREET_M, and of the street it was filed under (`filed`) however far.
+
+    `connection` is a session or a connection. The street boxes are read once into an
+    STRtree and only the streets near some geometry are parsed, so a batch of one work
+    does not read the whole gazetteer.
+    """
+    if not geometries:
+        return []
+    boxes = connection.execute(
+        sa_select(Street.id, Street.min_lon, Street.min_lat, Street.max_lon, Street.max_lat)
+    ).all()
+    ids = [row[0] for row in boxes]
+    tree = shapely.STRtree(
+        shapely.box(*np.array([row[1:] for row in boxes], dtype=float).T) if boxes else []
+    )
+    bounds = shapely.bounds(np.array(geometries, dtype=object))
+    padded = shapely.box(
+        bounds[:, 0] - _NEAR_PAD,
+        bounds[:, 1] - _NEAR_PAD,
+        bounds[:, 2] + _NEAR_PAD,
+        bounds[:, 3] + _NEAR_PAD,
+    )
+    work_index, street_index = tree.query(padded)
+    pairs = {(int(w), ids[s]) for w, s in zip(work_index, street_index, strict=True)}
+    pairs |= {(w, street) for w, street in enumerate(filed) if street is not None}
+    pairs = sorted(pairs)
+    wanted = sorted({street for _, street in pairs})
+    names, lines = [], []
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        for street, text in connection.execute(
+            sa_select(Street.id, Street.geometry).where(Street.id.in_(chunk))
+        ):
+            names.append(street)
+            lines.append(text)
+    near: list[dict[str, float]] = [{} for _ in geometries]
+    if not names:
+        return near
+    # Each geometry and street projected once; then one distance per pair.
+    project = _nztm_projector()
+    works = project(np.array(geometries, dtype=object))
+    projected = project(shapely.from_geojson(lines))
+    streets = {street: projected[i] for i, street in enumerate(names)}
+    pairs = [(w, street) for w, street in pairs if street in streets]
+    # street to work, the order works_on_street measured them in before this table
+    distances = shapely.distance(
+        np.array([streets[s] for _, s in pairs], dtype=object),
+        np.array([works[w] for w, _ in pairs], dtype=object),
+    )
+    for (w, street), distance in zip(pairs, distances, strict=True):
+        if distance <= NEAR_STREET_M or filed[w] == street:
+            near[w][street] = float(distance)
+    return near
 
 
 def share_by_place(session: Session, geometry: BaseGeometry) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Storing the place tree and streets: bulk upserts, retiring places, re-locating works.
+"""Storing the place tree and streets: bulk upserts, retiring places, re-locating works
+and measuring again the streets they lie on.
 
 The caller commits; storing the same files twice changes nothing.
 """
@@ -8,14 +9,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import shapely
 from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, SQLModel, select
 
-from tracker.models import Place, Street, StreetPlace, Work, WorkPlace, utcnow
+from tracker.models import Place, Street, StreetPlace, Work, WorkPlace, WorkStreet, utcnow
 from tracker.places.boundaries import Boundary, _rounded, place_rows
-from tracker.places.locate import shares_by_place
+from tracker.places.locate import _IN_CHUNK, _NEAR_PAD, shares_by_place, streets_near
 from tracker.places.streets import StreetRecord
 from tracker.text import search_key
 
@@ -115,11 +117,18 @@ def _upsert(
 
 
 def _store_streets(session: Session, streets: list[StreetRecord]) -> None:
-    """Make the Street and StreetPlace tables hold `streets`, keeping referenced old ones."""
-    _upsert(session, Street, [_street_row(s) for s in streets])
+    """Make the Street and StreetPlace tables hold `streets`, keeping referenced old ones;
+    then measure again the works near any street that appeared, moved or went."""
+    before = {
+        row.id: _box(row._mapping) for row in session.exec(sa_select(Street.id, *_STREET_BOX))
+    }
+    new, changed = _upsert(session, Street, [_street_row(s) for s in streets])
     current = {s.id for s in streets}
-    old = set(session.exec(select(Street.id)).all()) - current
+    old = set(before) - current
     removed = old - _referenced_streets(session, old)
+    # Kept old streets move nowhere: only the new file's streets and the removed ones count.
+    moved = [_box(row) for row in new + changed]
+    moved += [before[row["id"]] for row in changed] + [before[s] for s in sorted(removed)]
     wanted = {(s.id, p) for s in streets for p in s.place_ids}
     stored = {
         tuple(r) for r in session.exec(sa_select(StreetPlace.street_id, StreetPlace.place_id))
@@ -138,10 +147,13 @@ def _store_streets(session: Session, streets: list[StreetRecord]) -> None:
             params=stale,
         )
     for chunk in _chunks(sorted(removed)):
+        session.exec(delete(WorkStreet).where(WorkStreet.street_id.in_(chunk)))
         session.exec(delete(Street).where(Street.id.in_(chunk)))
     added = [{"street_id": s, "place_id": p} for s, p in sorted(wanted - stored)]
     if added:
         session.exec(insert(StreetPlace), params=added)
+    if moved:
+        measure_work_streets(session, _works_near(session, moved))
 
 
 def _referenced_streets(session: Session, street_ids: set[str]) -> set[str]:
@@ -151,7 +163,8 @@ def _referenced_streets(session: Session, street_ids: set[str]) -> set[str]:
         return referenced
     street_table = Street.__table__
     for table in SQLModel.metadata.sorted_tables:
-        if table is StreetPlace.__table__:
+        # Both follow the gazetteer: they go with the street.
+        if table in (StreetPlace.__table__, WorkStreet.__table__):
             continue
         for fk in table.foreign_keys:
             if fk.column.table is street_table:
@@ -176,6 +189,52 @@ def _street_row(street: StreetRecord) -> dict[str, Any]:
         "max_lon": maxx,
         "max_lat": maxy,
     }
+
+
+_STREET_BOX = (Street.min_lon, Street.min_lat, Street.max_lon, Street.max_lat)
+
+
+# --- measuring works against the streets ---------------------------------------------------
+
+
+def measure_work_streets(connection, work_ids: list[int] | None = None) -> int:
+    """Replace the WorkStreet rows of `work_ids` (None: every work) by the streets each
+    lies on now, in chunks, as the write path measures them; how many works were measured.
+
+    `connection` is a session or a connection (migration 0009 fills the table with it).
+    """
+    if work_ids is None:
+        work_ids = list(connection.execute(sa_select(Work.id).order_by(Work.id)).scalars())
+    for start in range(0, len(work_ids), _IN_CHUNK):
+        chunk = work_ids[start : start + _IN_CHUNK]
+        works = connection.execute(
+            sa_select(Work.id, Work.geometry, Work.street_id).where(Work.id.in_(chunk))
+        ).all()
+        near = streets_near(
+            connection,
+            list(shapely.from_geojson([work.geometry for work in works])),
+            [work.street_id for work in works],
+        )
+        connection.execute(delete(WorkStreet).where(WorkStreet.work_id.in_(chunk)))
+        rows = [
+            {"work_id": work.id, "street_id": street, "distance_m": distance}
+            for work, streets in zip(works, near, strict=True)
+            for street, distance in streets.items()
+        ]
+        if rows:
+            connection.execute(insert(WorkStreet), rows)
+    return len(work_ids)
+
+
+def _works_near(session: Session, boxes: list[Box]) -> list[int]:
+    """Ids of the works whose box comes within the near-street pad of any of `boxes`."""
+    padded = np.array(boxes, dtype=float) + np.array([-1, -1, 1, 1]) * _NEAR_PAD
+    tree = shapely.STRtree(shapely.box(*padded.T))
+    works = session.exec(sa_select(Work.id, *_WORK_BOX).order_by(Work.id)).all()
+    if not works:
+        return []
+    found, _ = tree.query(shapely.box(*np.array([work[1:] for work in works], dtype=float).T))
+    return [works[i].id for i in sorted(set(found.tolist()))]
 
 
 # --- re-locating works -------------------------------------------------------------------

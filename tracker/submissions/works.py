@@ -1,5 +1,5 @@
 """Works: each row checked (geometry or street, status, dates, measure), then upserted by
-(agency, id) with its places, status history and audit events."""
+(agency, id) with its places, the streets it lies on, status history and audit events."""
 
 import json
 import re
@@ -21,6 +21,7 @@ from tracker.models import (
     Work,
     WorkPlace,
     WorkStatusChange,
+    WorkStreet,
     join_measure_agency,
 )
 from tracker.submissions.batches import (
@@ -291,7 +292,7 @@ def _store_works(
     """Insert new works, update changed ones (history and audit kept), skip equal ones."""
     from shapely.geometry import mapping
 
-    from tracker.places import shares_by_place
+    from tracker.places import shares_by_place, streets_near
 
     if not dry_run:
         _lock_agency_writes(session, agency_id)
@@ -327,8 +328,11 @@ def _store_works(
     if dry_run:
         return
     now = _record_batch(session, batch, outcome)
-    # Every work is located before any row is added, against the neighbourhoods read once.
-    shares = shares_by_place(session, [work.geometry for work, _, _ in planned])
+    # Every work is located before any row is added, against the neighbourhoods read once,
+    # and measured against the streets near any of them (one STRtree of street boxes).
+    geometries = [work.geometry for work, _, _ in planned]
+    shares = shares_by_place(session, geometries)
+    on_streets = streets_near(session, geometries, [work.street_id for work, _, _ in planned])
     touched: set[str] = set()
     rows, olds = [], []
     for (work, values, current), here in zip(planned, shares, strict=True):
@@ -359,11 +363,15 @@ def _store_works(
     for start in range(0, len(replaced), _IN_CHUNK):
         chunk = replaced[start : start + _IN_CHUNK]
         session.execute(delete(WorkPlace).where(WorkPlace.work_id.in_(chunk)))
+        session.execute(delete(WorkStreet).where(WorkStreet.work_id.in_(chunk)))
     # The rows that follow from each work go in as plain dicts, in bulk: building an ORM
     # object each was most of what remained of a large batch's time.
-    places, changes, events = [], [], []
-    for (work, values, current), row, here, old in zip(planned, rows, shares, olds, strict=True):
+    places, streets, changes, events = [], [], [], []
+    for (work, values, current), row, here, near, old in zip(
+        planned, rows, shares, on_streets, olds, strict=True
+    ):
         places += [{"work_id": row.id, "place_id": p, "share": s} for p, s in here.items()]
+        streets += [{"work_id": row.id, "street_id": s, "distance_m": d} for s, d in near.items()]
         old_status = old["status"] if old is not None else None
         if old_status != row.status:
             changes.append(
@@ -396,7 +404,12 @@ def _store_works(
                 "new": new,
             }
         )
-    for model, values in ((WorkPlace, places), (WorkStatusChange, changes), (AuditEvent, events)):
+    for model, values in (
+        (WorkPlace, places),
+        (WorkStreet, streets),
+        (WorkStatusChange, changes),
+        (AuditEvent, events),
+    ):
         if values:
             session.execute(insert(model), values)
     if touched:
