@@ -109,6 +109,7 @@ def settings(database_url, tmp_path) -> Settings:
         tree=TINY_TREE,
         instance_path=tmp_path / "instance",
         secret_key="test-secret",
+        map_tiles="",  # no page test loads anything from outside
         _env_file=None,
     )
 

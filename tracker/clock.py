@@ -27,6 +27,13 @@ def utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def local_time(moment: datetime, timezone: str) -> datetime:
+    """A stored time in the city's timezone, for pages (naive times are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(ZoneInfo(timezone))
+
+
 def city_timezone(session: Session) -> str:
     """The city's timezone (CONTRACT §2), which schedules and report dates follow."""
     timezone = session.scalar(
@@ -45,4 +52,4 @@ def today_in(timezone: str) -> date:
     return datetime.now(ZoneInfo(timezone)).date()
 
 
-__all__ = ["DEFAULT_TIMEZONE", "city_timezone", "city_today", "today_in", "utc_iso"]
+__all__ = ["DEFAULT_TIMEZONE", "city_timezone", "city_today", "local_time", "today_in", "utc_iso"]

@@ -2,13 +2,9 @@
 
 import secrets
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 from tracker.errors import TrackerError
-
-# Map tiles are the only outside resource a page loads; scripts and styles are our own
-# (vendored under static/), and the few inline blocks Folium writes carry the nonce.
-TILE_HOSTS = "https://tile.openstreetmap.org"
 
 
 def init_app(app: Flask) -> None:
@@ -50,6 +46,9 @@ def _refuse_nul() -> None:
 
 
 def _set_headers(response: Response) -> Response:
+    # Map tiles (TRACKER_MAP_TILES) are the only outside resource a page loads; scripts and
+    # styles are our own (vendored under static/), and the map scripts carry the nonce.
+    tiles = current_app.config["SETTINGS"].tile_origin() or ""
     nonce = csp_nonce()
     response.headers["Content-Security-Policy"] = "; ".join(
         [
@@ -58,7 +57,7 @@ def _set_headers(response: Response) -> Response:
             f"style-src 'self' 'nonce-{nonce}'",
             # Leaflet and Folium position map panes with style attributes.
             "style-src-attr 'unsafe-inline'",
-            f"img-src 'self' data: {TILE_HOSTS}",
+            f"img-src 'self' data: {tiles}".strip(),
             "connect-src 'self'",
             "object-src 'none'",
             "base-uri 'self'",

@@ -5,6 +5,7 @@ docs/configuration.md lists the same settings; a test keeps the two in step.
 
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,25 @@ class Settings(BaseSettings):
         description="Mark session cookies `Secure` (sent over HTTPS only; browsers also "
         "send them to http://127.0.0.1). Turn off only for plain-HTTP test hosts.",
     )
+
+    map_tiles: str = Field(
+        default="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        description="XYZ URL template of the maps' background tiles, the one thing a page "
+        "loads from outside the site (its host is added to the CSP). Empty for no tiles: "
+        "the maps still draw boundaries, streets and works.",
+    )
+    map_attribution: str = Field(
+        default='&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> '
+        "contributors",
+        description="Attribution shown on every map for its tiles (HTML).",
+    )
+
+    def tile_origin(self) -> str | None:
+        """scheme://host[:port] of `map_tiles`, for the CSP; None without tiles."""
+        if not self.map_tiles:
+            return None
+        parts = urlsplit(self.map_tiles)
+        return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
 
     def importer_modules(self) -> list[str]:
         """The module names in `importers`."""

@@ -1,10 +1,12 @@
 """Reading works back: by place, along a street, or in a box, as GeoJSON features."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, true
 from sqlmodel import Session
 
 from tracker.errors import NotFound, TrackerError
@@ -141,3 +143,39 @@ def _leaves_below(session: Session, place: Place) -> list[str]:
         return [place.id]
     children = session.scalars(select(Place).where(Place.parent_id == place.id)).all()
     return [leaf for child in children for leaf in _leaves_below(session, child)]
+
+
+# --- works as residents read them --------------------------------------------------------
+
+STATUS_UNKNOWN_AFTER = timedelta(weeks=8)  # an open work unchanged this long: "status unknown"
+OPEN_STATUSES = ("planned", "in_progress")
+
+
+def shown_status(work: Work, now: datetime) -> str:
+    """The status a page shows: the agency's, or "unknown" for an open work whose record has
+    not changed for STATUS_UNKNOWN_AFTER (residents should not read a stale "under way")."""
+    if work.status in OPEN_STATUSES and now - work.updated_at > STATUS_UNKNOWN_AFTER:
+        return "unknown"
+    return work.status
+
+
+def latest_works(
+    session: Session, *, statuses: Sequence[str] = (), limit: int = WORKS_PAGE_SIZE
+) -> tuple[list[Work], int]:
+    """The most recently updated works, of `statuses` if given, and how many there are."""
+    condition = Work.status.in_(statuses) if statuses else true()
+    total = session.scalar(select(func.count()).select_from(Work).where(condition))
+    works = session.scalars(
+        select(Work).where(condition).order_by(Work.updated_at.desc(), Work.id).limit(limit)
+    )
+    return list(works), total
+
+
+def works_by_agency_and_status(session: Session) -> dict[str, dict[str, int]]:
+    """{agency: {status: number of works}} over every stored work."""
+    counts: dict[str, dict[str, int]] = {}
+    for agency_id, status, count in session.execute(
+        select(Work.agency_id, Work.status, func.count()).group_by(Work.agency_id, Work.status)
+    ):
+        counts.setdefault(agency_id, {})[status] = count
+    return counts

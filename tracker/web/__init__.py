@@ -5,11 +5,28 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from tracker import csrf
-    from tracker.web import admin, agency, auth, errors, feeds, home
+    from tracker.web import (
+        admin,
+        agencies,
+        agency,
+        auth,
+        errors,
+        feeds,
+        home,
+        pages,
+        places,
+        results,
+        streets,
+    )
 
     csrf.init_app(app)
     auth.init_app(app)
+    pages.init_app(app)
     app.register_blueprint(home.bp)
+    app.register_blueprint(places.bp)
+    app.register_blueprint(streets.bp)
+    app.register_blueprint(results.bp)
+    app.register_blueprint(agencies.bp)
     app.register_blueprint(agency.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(feeds.bp)

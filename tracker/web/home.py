@@ -1,22 +1,163 @@
-"""The city overview."""
+"""The city overview (`/`) and search (`/search`)."""
 
-from flask import Blueprint, render_template
+import json
+from datetime import UTC, datetime
 
+from flask import Blueprint, abort, current_app, redirect, request, url_for
+
+from tracker.agencies import agency_names
 from tracker.db import get_session
-from tracker.demo import has_demo_data
+from tracker.maps import STATUS_STYLES, WORK_STYLES, Area, WorkMark, build_map
 from tracker.places import list_places
+from tracker.rollup import app_cache, rollup
+from tracker.rollup.figures import Figures
+from tracker.vocabulary import WORK_STATUSES
+from tracker.web.pages import (
+    based_on,
+    cached_map,
+    freshness,
+    map_tiles,
+    measures_below,
+    render_page,
+    tree,
+)
+from tracker.works import latest_works, shown_status, works_by_agency_and_status
 
 bp = Blueprint("home", __name__)
+
+CITY_MAP_WORKS = 1000  # the city map shows the latest works; each place page shows all its own
+CITY_SIMPLIFY_DEGREES = 0.0005  # about 50 m: enough for a whole-city view, a third the size
 
 
 @bp.get("/")
 def index():
-    """The city and its neighbourhoods (the full overview and map come later)."""
+    """The city: its results, a map of one result by neighbourhood, and the works."""
     session = get_session()
-    places = list_places(session, with_geometry=False)
-    return render_template(
-        "home/index.html",
-        city=next((p for p in places if p["level"] == "city"), None),
-        neighbourhoods=[p for p in places if p["level"] == "neighbourhood"],
-        demo=has_demo_data(session),
+    definitions = tree()
+    city_id = definitions.city_id
+    if city_id is None:
+        return render_page("public/empty.html")
+    city = rollup(session, place_id=city_id, on=None, cache=app_cache(current_app))
+    results = [r for r in city.results if r.takes_part]
+    chosen = request.args.get("result") or (results[0].id if results else None)
+    if chosen is not None and definitions.nodes.get(chosen, None) is None:
+        abort(404)
+    statuses = [s for s in request.args.getlist("status") if s in WORK_STATUSES]
+    places = list_places(session)
+    neighbourhoods = [p for p in places if p["level"] == "neighbourhood"]
+    rows = [_place_row(p, chosen) for p in neighbourhoods]
+    names = agency_names(session)
+    works, works_total = latest_works(session, statuses=statuses, limit=CITY_MAP_WORKS)
+    now = datetime.now(UTC)
+
+    def build():
+        return build_map(
+            areas=[
+                Area(
+                    id=row["id"],
+                    name=row["name"],
+                    geometry=row["geometry"],
+                    status=row["status"],
+                    summary=row["summary"],
+                )
+                for row in rows
+            ],
+            works=[
+                WorkMark(
+                    id=f"{w.agency_id}/{w.ref}",
+                    title=w.title,
+                    status=shown_status(w, now),
+                    agency=names.get(w.agency_id, w.agency_id),
+                    geometry=json.loads(w.geometry),
+                )
+                for w in works
+            ],
+            tiles=map_tiles(),
+            bounds=_urban_bounds(neighbourhoods),
+            simplify=CITY_SIMPLIFY_DEGREES,
+            works_as_points=True,
+            label=f"Map of the neighbourhoods by {definitions.nodes[chosen].title}"
+            if chosen
+            else "Map of the neighbourhoods",
+        )
+
+    filters = {
+        k.removeprefix("dim."): v for k, v in request.args.items() if k.startswith("dim.") and v
+    }
+    filtered = (
+        rollup(session, place_id=city_id, on=None, filters=filters, cache=app_cache(current_app))
+        if filters
+        else None
     )
+    rendered = cached_map("city", (chosen, tuple(statuses), now.date()), build)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return render_page(
+        "public/city.html",
+        city=city,
+        results=results,
+        chosen=chosen,
+        chosen_title=definitions.nodes[chosen].title if chosen else None,
+        rows=rows,
+        counts=counts,
+        statuses=statuses,
+        work_statuses=WORK_STATUSES,
+        works_shown=len(works),
+        works_total=works_total,
+        works_by_agency=works_by_agency_and_status(session),
+        agency_names=names,
+        status_styles=STATUS_STYLES,
+        work_styles=WORK_STYLES,
+        map=rendered,
+        based_on=lambda node: based_on(node, definitions, city_id),
+        dimensions=_dimension_filters(definitions),
+        filters=filters,
+        filtered=[m for r in filtered.results for m in measures_below(r)] if filtered else [],
+        freshness=freshness,
+    )
+
+
+def _place_row(place: dict, node_id: str | None) -> dict:
+    """One neighbourhood's figures for the chosen result, as the map and its table show."""
+    definitions = tree()
+    figures: Figures | None = None
+    if node_id is not None:
+        answer = rollup(get_session(), place_id=place["id"], on=None, cache=app_cache(current_app))
+        figures = answer.find(node_id)
+    if figures is None or not figures.takes_part:
+        status, summary = "no_data", "not measured here"
+    else:
+        status = figures.status
+        summary = based_on(figures, definitions, place["id"])
+    return {
+        "id": place["id"],
+        "name": place["name"],
+        "geometry": place["geometry"],
+        "figures": figures if figures is not None and figures.takes_part else None,
+        "status": status,
+        "summary": summary,
+    }
+
+
+def _urban_bounds(places: list[dict]) -> list[float] | None:
+    """[west, south, east, north] around most neighbourhoods' centres: the city's few vast
+    rural units (Banks Peninsula) would otherwise shrink the built-up city to a corner."""
+    centres = sorted((p["label"] for p in places if None not in p["label"]), key=lambda c: c[0])
+    if len(centres) < 10:
+        return None
+    lons = sorted(c[0] for c in centres)
+    lats = sorted(c[1] for c in centres)
+    cut = len(centres) // 20  # leave out the outermost twentieth on each side
+    pad = 0.01
+    return [lons[cut] - pad, lats[cut] - pad, lons[-cut - 1] + pad, lats[-cut - 1] + pad]
+
+
+def _dimension_filters(definitions) -> dict[str, list[str]]:
+    return {name: sorted(values) for name, values in sorted(definitions.dimensions.items())}
+
+
+@bp.get("/search")
+def search():
+    """Streets and places by name; one match goes straight to its page."""
+    return redirect(url_for("home.index"))

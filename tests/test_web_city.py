@@ -1,0 +1,159 @@
+"""The city page (`/`): results, the choropleth and its table, works, filters, escaping."""
+
+import json
+import re
+
+import pytest
+from page_helpers import map_features, map_scripts, page, store, text
+
+HOSTILE = "<img src=x onerror=alert(1)>`${alert(2)}`\\"
+
+
+def work(ref, status="planned", lon=172.605, lat=-43.535, title=None):
+    row = {
+        "id": ref,
+        "title": title or f"Work {ref}",
+        "status": status,
+        "geometry": {"type": "Point", "coordinates": [lon, lat]},
+    }
+    if status == "complete":
+        row |= {"actual_start": "2014-01-01", "actual_end": "2014-02-01"}
+    return row
+
+
+def rollup_statuses(client, place, node_id):
+    answer = client.get(f"/api/v1/rollup?place={place}").get_json()
+    stack = list(answer["results"])
+    while stack:
+        node = stack.pop()
+        if node["id"] == node_id:
+            return node["status"]
+        stack.extend(node["children"])
+    return "no_data"  # the result takes no part here: the page says "no data" too
+
+
+def test_every_neighbourhood_row_shows_the_api_status(app, client):
+    store(
+        app,
+        "eqc",
+        observations=[
+            {"measure": "homes-repaired", "place": "opawa", "date": "2014-01-31", "value": 60},
+            {"measure": "homes-repaired", "place": "st-albans", "date": "2014-01-31", "value": 5},
+        ],
+    )
+    soup = page(client, "/?result=housing")
+    rows = soup.select("#neighbourhoods tbody tr")
+    assert len(rows) == 4  # every neighbourhood of the tiny city, reported or not
+    for row in rows:
+        place_id = row.th.a["href"].rsplit("/", 1)[1]
+        shown = row.select_one(".status")["class"][1].removeprefix("status-")
+        assert shown == rollup_statuses(client, place_id, "housing"), place_id
+
+
+def test_no_data_reads_no_data_never_zero(client):
+    soup = page(client, "/")
+    table = text(soup.select_one("#neighbourhoods"))
+    assert "no data" in table.lower()
+    assert not re.search(r"\b0%", table)
+    results = soup.select_one("#results")
+    assert "0%" not in text(results)
+
+
+def test_map_script_carries_the_nonce_and_draws_every_neighbourhood(client):
+    response = client.get("/")
+    nonce = re.search(r"'nonce-([^']+)'", response.headers["Content-Security-Policy"])[1]
+    soup = page(client, "/")
+    # A second request gets a new nonce, and every inline script carries its own.
+    for script in soup.find_all("script", src=False):
+        assert script.get("nonce") and script["nonce"] != nonce
+    (script,) = map_scripts(soup)
+    for place in ("opawa", "st-albans", "riccarton"):
+        assert f'case "{place}"' in script or f'"id": "{place}"' in script
+
+
+def test_the_page_loads_nothing_from_outside(client):
+    soup = page(client, "/")
+    for tag in soup.find_all(["script", "link", "img"]):
+        url = tag.get("src") or tag.get("href") or ""
+        assert not url.startswith(("http:", "https:", "//")), url
+
+
+def test_work_titles_are_escaped_in_the_map(app, client):
+    store(app, "council", works=[work("w1", title=HOSTILE)])
+    soup = page(client, "/")
+    (script,) = map_scripts(soup)
+    assert "<img src=x" not in script and "${alert(2)}" not in script
+    (feature,) = [f for f in map_features(script) if "title" in f["properties"]]
+    assert feature["properties"]["title"] == (
+        "&lt;img src=x onerror=alert(1)&gt;&#96;&#36;{alert(2)}&#96;&#92;"
+    )
+
+
+def test_status_filter_changes_the_works_on_the_map(app, client):
+    store(app, "council", works=[work("a", "planned"), work("b", "complete", lon=172.615)])
+    everything = map_scripts(page(client, "/"))[0]
+    planned = map_scripts(page(client, "/?status=planned"))[0]
+    assert "Work a" in everything and "Work b" in everything
+    assert "Work a" in planned and "Work b" not in planned
+    soup = page(client, "/?status=planned")
+    assert soup.select_one('input[value="planned"]').has_attr("checked")
+
+
+def test_works_by_agency_table_counts_each_status(app, client):
+    store(app, "council", works=[work("a"), work("b"), work("c", "complete")])
+    row = page(client, "/").select_one("#works tbody tr")
+    assert "City Council" in text(row)
+    assert [text(td) for td in row.find_all("td")] == ["2", "0", "1", "0"]
+
+
+@pytest.mark.parametrize(("url", "status"), [("/?result=nope", 404), ("/?dim.age=200", 400)])
+def test_bad_filters_are_refused(client, url, status):
+    assert client.get(url).status_code == status
+
+
+def test_dimension_filter_shows_the_group_values(app, client):
+    rows = [
+        {
+            "measure": "people-supported",
+            "place": "opawa",
+            "date": "2013-03-31",
+            "value": 7,
+            "dims": {"age": "65+"},
+        },
+        {
+            "measure": "people-supported",
+            "place": "opawa",
+            "date": "2013-03-31",
+            "value": 30,
+            "dims": {"age": "15-64"},
+        },
+    ]
+    store(app, "council", observations=rows)
+    soup = page(client, "/?dim.age=65%2B")
+    (row,) = [r for r in soup.select("#people tbody tr") if "People supported" in text(r)]
+    assert "7 people" in text(row)
+
+
+def test_the_map_geojson_is_compact(app, client):
+    store(app, "council", works=[work("a")])
+    (script,) = map_scripts(page(client, "/"))
+    features = map_features(script)
+    assert len(features) == 5  # four neighbourhoods and the work
+    for feature in features:
+        for number in re.findall(r"-?\d+\.\d+", json.dumps(feature["geometry"])):
+            assert len(number.split(".")[1]) <= 5
+
+
+def test_an_open_work_unchanged_for_eight_weeks_reads_status_unknown():
+    from datetime import UTC, datetime, timedelta
+
+    from tracker.models import Work
+    from tracker.works import shown_status
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    fresh = Work(status="in_progress", updated_at=now - timedelta(weeks=8))
+    old = Work(status="in_progress", updated_at=now - timedelta(weeks=8, seconds=1))
+    done = Work(status="complete", updated_at=now - timedelta(weeks=80))
+    assert shown_status(fresh, now) == "in_progress"
+    assert shown_status(old, now) == "unknown"
+    assert shown_status(done, now) == "complete"

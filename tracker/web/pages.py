@@ -1,0 +1,121 @@
+"""What every public page shares: the page frame (demo banner, "data as of", map tiles),
+the cache of rendered maps, and figures in plain words.
+
+Pages read figures through `tracker.rollup`, exactly as /api/v1 does; the helpers here
+only say them in words (a percentage, a status, "based on 3 of 5 measures").
+"""
+
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from typing import Any
+
+from flask import Flask, current_app, render_template
+
+from tracker.clock import city_timezone, local_time
+from tracker.db import get_session
+from tracker.demo import has_demo_data
+from tracker.freshness import data_stamp, last_received
+from tracker.maps import STATUS_STYLES, WORK_STYLES, MapCache, RenderedMap, Tiles
+from tracker.rollup import app_cache, load_definitions
+from tracker.rollup.definitions import TreeDef
+from tracker.rollup.figures import Figures
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["map_cache"] = MapCache()
+    app.jinja_env.filters.update(
+        percent=percent,
+        number=number,
+        status_label=status_label,
+        work_status_label=lambda status: WORK_STYLES[status].label,
+    )
+
+
+def render_page(template: str, **context: Any) -> str:
+    """A public page: `template` with the demo flag, the time data last arrived (in the
+    city's time) and the city's timezone added."""
+    session = get_session()
+    timezone = city_timezone(session)
+    received = last_received(session)
+    return render_template(
+        template,
+        demo=has_demo_data(session),
+        data_as_of=local_time(received, timezone) if received else None,
+        **context,
+    )
+
+
+def tree() -> TreeDef:
+    """The tree as the roll-up sees it (cached per version)."""
+    return load_definitions(get_session(), app_cache(current_app))
+
+
+def map_tiles() -> Tiles | None:
+    """The configured background tiles, or None when the site draws maps without them."""
+    settings = current_app.config["SETTINGS"]
+    return Tiles(settings.map_tiles, settings.map_attribution) if settings.map_tiles else None
+
+
+def cached_map(kind: str, key: tuple, build: Callable[[], RenderedMap]) -> RenderedMap:
+    """The map `kind` for `key`, built once per data stamp (any write, tree or place change
+    moves it) and then served from this process's cache."""
+    cache: MapCache = current_app.extensions["map_cache"]
+    stamp = (kind, key, data_stamp(get_session()), map_tiles())
+    return cache.get_or_build(stamp, build)
+
+
+def percent(value: Fraction | float | None) -> str:
+    """A share as a whole percentage; "no data" when there is none (never 0 %)."""
+    if value is None:
+        return "no data"
+    return f"{float(value) * 100:.0f}%"
+
+
+def number(value: float | None, unit: str | None = None) -> str:
+    """A value with thousands separators and its unit; "no data" when missing."""
+    if value is None:
+        return "no data"
+    text = f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:,.2f}"
+    return f"{text} {unit}" if unit else text
+
+
+def status_label(status: str) -> str:
+    """A roll-up status in words (the same words as the map's legend and tooltips)."""
+    return STATUS_STYLES[status].label
+
+
+def measures_below(node: Figures) -> Iterator[Figures]:
+    """The measure nodes at or below `node` that take part at this place."""
+    if node.kind == "measure":
+        if node.takes_part:
+            yield node
+        return
+    for child in node.children:
+        if child.takes_part:
+            yield from measures_below(child)
+
+
+def based_on(node: Figures, tree: TreeDef, place_id: str) -> str:
+    """What a figure rests on, in words: "3 of 5 neighbourhoods reporting" for a measure,
+    "based on 3 of 5 measures" for an output or result."""
+    if node.kind == "measure":
+        leaves = tree.leaves_below.get(place_id, frozenset())
+        total = len(leaves & set(tree.measures[node.id].places))
+        if total <= 1:
+            return "reported" if node.measure and node.measure.value is not None else "no data"
+        reporting = round(float(node.coverage or 0) * total)
+        return f"{reporting} of {total} neighbourhoods reporting"
+    measures = list(measures_below(node))
+    with_progress = sum(1 for m in measures if m.progress is not None)
+    return f"based on {with_progress} of {len(measures)} measures"
+
+
+def freshness(node: Figures) -> dict[str, Any]:
+    """How fresh the figures below `node` are: the latest `as_of` among its measures, and
+    how many of the measures that have a value are stale."""
+    dated = [m.measure for m in measures_below(node) if m.measure and m.measure.as_of]
+    return {
+        "as_of": max((m.as_of for m in dated), default=None),
+        "stale": sum(1 for m in dated if m.stale),
+        "measures": len(dated),
+    }
