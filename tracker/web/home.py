@@ -13,6 +13,7 @@ from tracker.rollup import app_cache, rollup
 from tracker.rollup.figures import Figures
 from tracker.vocabulary import WORK_STATUSES
 from tracker.web.pages import (
+    CITY_SIMPLIFY_DEGREES,
     based_on,
     cached_map,
     freshness,
@@ -20,13 +21,13 @@ from tracker.web.pages import (
     measures_below,
     render_page,
     tree,
+    urban_bounds,
 )
 from tracker.works import latest_works, shown_status, works_by_agency_and_status
 
 bp = Blueprint("home", __name__)
 
 CITY_MAP_WORKS = 1000  # the city map shows the latest works; each place page shows all its own
-CITY_SIMPLIFY_DEGREES = 0.0005  # about 50 m: enough for a whole-city view, a third the size
 
 
 @bp.get("/")
@@ -73,7 +74,7 @@ def index():
                 for w in works
             ],
             tiles=map_tiles(),
-            bounds=_urban_bounds(neighbourhoods),
+            bounds=urban_bounds(neighbourhoods),
             simplify=CITY_SIMPLIFY_DEGREES,
             works_as_points=True,
             label=f"Map of the neighbourhoods by {definitions.nodes[chosen].title}"
@@ -138,19 +139,6 @@ def _place_row(place: dict, node_id: str | None) -> dict:
         "status": status,
         "summary": summary,
     }
-
-
-def _urban_bounds(places: list[dict]) -> list[float] | None:
-    """[west, south, east, north] around most neighbourhoods' centres: the city's few vast
-    rural units (Banks Peninsula) would otherwise shrink the built-up city to a corner."""
-    centres = sorted((p["label"] for p in places if None not in p["label"]), key=lambda c: c[0])
-    if len(centres) < 10:
-        return None
-    lons = sorted(c[0] for c in centres)
-    lats = sorted(c[1] for c in centres)
-    cut = len(centres) // 20  # leave out the outermost twentieth on each side
-    pad = 0.01
-    return [lons[cut] - pad, lats[cut] - pad, lons[-cut - 1] + pad, lats[-cut - 1] + pad]
 
 
 def _dimension_filters(definitions) -> dict[str, list[str]]:

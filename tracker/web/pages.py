@@ -119,3 +119,20 @@ def freshness(node: Figures) -> dict[str, Any]:
         "stale": sum(1 for m in dated if m.stale),
         "measures": len(dated),
     }
+
+
+# Whole-city maps of the neighbourhoods (the city page, a result's page).
+CITY_SIMPLIFY_DEGREES = 0.0005  # about 50 m: enough for a whole-city view, a third the size
+
+
+def urban_bounds(places: list[dict]) -> list[float] | None:
+    """[west, south, east, north] around most neighbourhoods' centres: the city's few vast
+    rural units (Banks Peninsula) would otherwise shrink the built-up city to a corner."""
+    centres = sorted((p["label"] for p in places if None not in p["label"]), key=lambda c: c[0])
+    if len(centres) < 10:
+        return None
+    lons = sorted(c[0] for c in centres)
+    lats = sorted(c[1] for c in centres)
+    cut = len(centres) // 20  # leave out the outermost twentieth on each side
+    pad = 0.01
+    return [lons[cut] - pad, lats[cut] - pad, lons[-cut - 1] + pad, lats[-cut - 1] + pad]
