@@ -23,14 +23,22 @@ def page(client, url: str, status: int = 200) -> BeautifulSoup:
     """GET `url`, check its status, and parse it."""
     response = client.get(url)
     assert response.status_code == status, response.get_data(as_text=True)[:2000]
-    return BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    soup.test_client = client  # map_scripts fetches the page's map scripts with it
+    return soup
 
 
 def map_scripts(soup: BeautifulSoup) -> list[str]:
-    """The inline scripts that draw maps."""
-    return [
-        s.string or "" for s in soup.find_all("script", src=False) if "L.map(" in (s.string or "")
-    ]
+    """The scripts that draw the page's maps (each loaded from the page's own address with
+    ?map=KIND, see tracker/web/page_cache.py), fetched with the client that got the page."""
+    scripts = []
+    for tag in soup.find_all("script", src=True):
+        if "map=" in tag["src"]:
+            response = soup.test_client.get(tag["src"])
+            assert response.status_code == 200, tag["src"]
+            assert response.mimetype == "text/javascript"
+            scripts.append(response.get_data(as_text=True))
+    return scripts
 
 
 def text(element) -> str:

@@ -112,7 +112,19 @@ class RenderedMap:
 
     html: str
     script: str
+    name: str  # the JavaScript name of the map, also the id of its <div>
     layers: tuple[str, ...] = field(default=())  # the works layers' names, for the page
+    script_url: str = ""  # where the page loads the script from (set by the page)
+
+    def renamed(self, name: str) -> "RenderedMap":
+        """The same map under another name, in its <div> and its script alike (Folium
+        names maps at random; a page and its script may be built by different workers)."""
+        return replace(
+            self,
+            html=self.html.replace(self.name, name),
+            script=self.script.replace(self.name, name),
+            name=name,
+        )
 
 
 def map_text(value: object) -> str:
@@ -180,7 +192,7 @@ def build_map(
     root.render()
     div = root.html.render().strip()
     div = div.replace("<div ", f'<div role="region" aria-label="{html.escape(label)}" ', 1)
-    return RenderedMap(div, root.script.render(), tuple(layers))
+    return RenderedMap(div, root.script.render(), m.get_name(), tuple(layers))
 
 
 def _area_layer(areas: Sequence[Area]) -> folium.GeoJson:

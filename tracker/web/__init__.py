@@ -9,6 +9,7 @@ def init_app(app: Flask) -> None:
         admin,
         agencies,
         agency,
+        assets,
         auth,
         errors,
         feeds,
@@ -23,6 +24,7 @@ def init_app(app: Flask) -> None:
     auth.init_app(app)
     pages.init_app(app)
     app.register_blueprint(home.bp)
+    assets.init_app(app)
     app.register_blueprint(places.bp)
     app.register_blueprint(streets.bp)
     app.register_blueprint(results.bp)

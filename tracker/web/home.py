@@ -12,6 +12,7 @@ from tracker.places import list_places
 from tracker.rollup import app_cache, rollup
 from tracker.rollup.figures import Figures
 from tracker.vocabulary import WORK_STATUSES
+from tracker.web.page_cache import public_page
 from tracker.web.pages import (
     CITY_SIMPLIFY_DEGREES,
     based_on,
@@ -31,6 +32,7 @@ CITY_MAP_WORKS = 1000  # the city map shows the latest works; each place page sh
 
 
 @bp.get("/")
+@public_page
 def index():
     """The city: its results, a map of one result by neighbourhood, and the works."""
     session = get_session()

@@ -14,15 +14,16 @@ from flask import Flask, current_app, render_template
 from tracker.clock import city_timezone, local_time
 from tracker.db import get_session
 from tracker.demo import has_demo_data
-from tracker.freshness import data_stamp, last_received
-from tracker.maps import STATUS_STYLES, WORK_STYLES, MapCache, RenderedMap, Tiles
+from tracker.freshness import last_received
+from tracker.maps import STATUS_STYLES, WORK_STYLES, RenderedMap, Tiles
 from tracker.rollup import app_cache, load_definitions
 from tracker.rollup.definitions import TreeDef
 from tracker.rollup.figures import Figures
 
+from tracker.web import page_cache
 
 def init_app(app: Flask) -> None:
-    app.extensions["map_cache"] = MapCache()
+    page_cache.init_app(app)
     app.jinja_env.filters.update(
         percent=percent,
         number=number,
@@ -58,10 +59,9 @@ def map_tiles() -> Tiles | None:
 
 def cached_map(kind: str, key: tuple, build: Callable[[], RenderedMap]) -> RenderedMap:
     """The map `kind` for `key`, built once per data stamp (any write, tree or place change
-    moves it) and then served from this process's cache."""
-    cache: MapCache = current_app.extensions["map_cache"]
-    stamp = (kind, key, data_stamp(get_session()), map_tiles())
-    return cache.get_or_build(stamp, build)
+    moves it) and served from this process's cache; the page loads its script from
+    `map.script_url` (tracker.web.page_cache says how)."""
+    return page_cache.cached_map(kind, key, build, map_tiles())
 
 
 def percent(value: Fraction | float | None) -> str:
