@@ -11,7 +11,10 @@ def test_page_loads_cleanly_and_passes_axe(page, axe, screenshot, path, name):
     assert page.locator("main h1").count() >= 1
     screenshot(page, name)
     violations = axe(page)
-    assert violations == [], f"axe: serious or critical violations on {path}"
+    assert not violations, f"axe on {path}:\n" + "\n".join(
+        f"{v['impact']} {v['id']}: {v['help']}, {len(v['nodes'])} nodes: {v['nodes'][:3]}"
+        for v in violations
+    )
 
 
 def test_login_email_field_is_reached_by_tab_with_visible_focus(page, screenshot):
