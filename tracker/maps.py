@@ -234,7 +234,7 @@ def _layer(
         properties = {"status": map_text(style.label)}
         properties |= {key: map_text(value) for key, value in texts.items()}
         feature = _feature(geometry, properties, feature_id=feature_id)
-        styles[feature["id"]] = _style(style, weight=weight)
+        styles[feature["id"]] = _style(style, weight=weight, line="Line" in geometry["type"])
         features.append(feature)
     # The tooltip reads: name or title, status, then the rest.
     first, *rest = items[0][3] if items else ("status",)
@@ -248,7 +248,12 @@ def _layer(
     )
 
 
-def _style(style: Style, *, weight: int) -> dict[str, Any]:
+def _style(style: Style, *, weight: int, line: bool = False) -> dict[str, Any]:
+    """Leaflet's style for a feature; a line (a work along a street) has no fill, so it is
+    drawn thick in the fill colour (its outline colour where the fill is white)."""
+    if line:
+        colour = style.line if style.fill.lower() == "#ffffff" else style.fill
+        return {"color": colour, "weight": max(weight, 5), "opacity": 0.9, "dashArray": style.dash}
     return {
         "fillColor": style.fill,
         "color": style.line,

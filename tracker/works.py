@@ -179,3 +179,107 @@ def works_by_agency_and_status(session: Session) -> dict[str, dict[str, int]]:
     ):
         counts.setdefault(agency_id, {})[status] = count
     return counts
+
+
+# --- one work, and one agency's works ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """One change of a work's status: when, from what (None when the work was first
+    stored), to what, and through which channel (api, csv, web, feed)."""
+
+    at: datetime
+    old: str | None
+    new: str
+    channel: str
+
+
+def find_work(session: Session, agency_id: str, ref: str) -> Work:
+    """The work AGENCY/REF (works of retired agencies included); NotFound if none."""
+    work = session.scalar(select(Work).where(Work.agency_id == agency_id, Work.ref == ref))
+    if work is None:
+        raise NotFound(f"no work {agency_id}/{ref}")
+    return work
+
+
+def status_history(session: Session, work_id: int) -> list[StatusChange]:
+    """Every status the work has had, newest first, from its WorkStatusChange rows."""
+    from tracker.models import Batch, WorkStatusChange
+
+    rows = session.execute(
+        select(WorkStatusChange, Batch.channel)
+        .join(Batch, Batch.id == WorkStatusChange.batch_id)
+        .where(WorkStatusChange.work_id == work_id)
+        .order_by(WorkStatusChange.changed_at.desc(), WorkStatusChange.id.desc())
+    )
+    return [
+        StatusChange(change.changed_at, change.old_status, change.new_status, channel)
+        for change, channel in rows
+    ]
+
+
+def work_places(session: Session, work_id: int) -> list[tuple[Place, float]]:
+    """The neighbourhoods the work lies in, each with its share of the work, largest first."""
+    return [
+        (place, share)
+        for place, share in session.execute(
+            select(Place, WorkPlace.share)
+            .join(WorkPlace, WorkPlace.place_id == Place.id)
+            .where(WorkPlace.work_id == work_id)
+            .order_by(WorkPlace.share.desc(), Place.name)
+        )
+    ]
+
+
+def work_streets(session: Session, work: Work) -> list[Street]:
+    """The streets the work lies on: the one it was filed under first, then the others
+    within NEAR_STREET_M, nearest first."""
+    streets = list(
+        session.scalars(
+            select(Street)
+            .join(WorkStreet, WorkStreet.street_id == Street.id)
+            .where(WorkStreet.work_id == work.id)
+            .order_by((Street.id == work.street_id).desc(), WorkStreet.distance_m, Street.name)
+        )
+    )
+    if work.street_id and all(s.id != work.street_id for s in streets):
+        filed = session.get(Street, work.street_id)
+        if filed is not None:
+            streets.insert(0, filed)
+    return streets
+
+
+def point_on_work(work: Work) -> tuple[float, float]:
+    """(lon, lat) of a point on the work: the middle of a line, a point inside an area."""
+    import shapely.geometry
+
+    shape = shapely.geometry.shape(json.loads(work.geometry))
+    if shape.geom_type in ("LineString", "MultiLineString"):
+        point = shape.interpolate(0.5, normalized=True)
+    else:
+        point = shape.representative_point()
+    return round(point.x, 5), round(point.y, 5)
+
+
+def agency_works(
+    session: Session, agency_id: str, *, after: str | None = None, limit: int = WORKS_PAGE_SIZE
+) -> WorksPage:
+    """One page of the agency's works, most recently updated first; the cursor is the REF
+    of the last work shown (a page starts after it). An unknown cursor is a TrackerError."""
+    mine = Work.agency_id == agency_id
+    total = session.scalar(select(func.count()).select_from(Work).where(mine))
+    query = select(Work).where(mine).order_by(Work.updated_at.desc(), Work.id.desc())
+    if after is not None:
+        last = session.scalar(select(Work).where(mine, Work.ref == after))
+        if last is None:
+            raise TrackerError(f"after must be the id of one of {agency_id}'s works")
+        query = query.where(
+            or_(
+                Work.updated_at < last.updated_at,
+                and_(Work.updated_at == last.updated_at, Work.id < last.id),
+            )
+        )
+    works = list(session.scalars(query.limit(limit + 1)))
+    shown = works[:limit]
+    return WorksPage(shown, total, shown[-1].ref if len(works) > limit and shown else None)
