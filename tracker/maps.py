@@ -174,7 +174,9 @@ def build_map(
         folium.GeoJson(
             _feature(line.geometry, {"name": map_text(line.name)}),
             name=map_text(line.name),
-            style_function=lambda _: {"color": "#1d2433", "weight": 6, "opacity": 0.8},
+            # A wide, pale band under the works: the street stays visible where works
+            # cover it (a work along it is drawn on top, in its status colour).
+            style_function=lambda _: {"color": "#1d2433", "weight": 14, "opacity": 0.3},
             tooltip=GeoJsonTooltip(fields=["name"], labels=False),
         ).add_to(m)
     layers = []

@@ -283,3 +283,47 @@ def agency_works(
     works = list(session.scalars(query.limit(limit + 1)))
     shown = works[:limit]
     return WorksPage(shown, total, shown[-1].ref if len(works) > limit and shown else None)
+
+
+# --- a street's works, newest first ------------------------------------------------------
+
+
+def works_on_street_newest(
+    session: Session, street_id: str, *, after: str | None = None, limit: int = WORKS_PAGE_SIZE
+) -> WorksPage:
+    """The works of `works_on_street`, most recently updated first (ties by id), paged in
+    SQL: a page starts after the work AGENCY/REF named by `after` (TrackerError if none)."""
+    if session.get(Street, street_id) is None:
+        raise NotFound(f"no street {street_id!r}")
+    on = Work.id.in_(select(WorkStreet.work_id).where(WorkStreet.street_id == street_id))
+    total = session.scalar(select(func.count()).select_from(Work).where(on))
+    query = select(Work).where(on).order_by(Work.updated_at.desc(), Work.id.desc())
+    if after is not None:
+        agency_id, ref = _cursor_key(after)
+        cursor = session.execute(
+            select(Work.updated_at, Work.id).where(on, Work.agency_id == agency_id, Work.ref == ref)
+        ).first()
+        if cursor is None:
+            raise TrackerError(f"after={after!r} names no work on this street")
+        updated_at, work_id = cursor
+        query = query.where(
+            or_(
+                Work.updated_at < updated_at,
+                and_(Work.updated_at == updated_at, Work.id < work_id),
+            )
+        )
+    works = list(session.scalars(query.limit(limit + 1)))
+    return _cut(works[:limit], total, more=len(works) > limit)
+
+
+def street_distances(session: Session, street_id: str, works: Sequence[Work]) -> dict[int, float]:
+    """{work id: metres from the street's line} for `works` on the street (0 for a work
+    lying on it; a work filed under the street keeps its measured distance)."""
+    if not works:
+        return {}
+    rows = session.execute(
+        select(WorkStreet.work_id, WorkStreet.distance_m).where(
+            WorkStreet.street_id == street_id, WorkStreet.work_id.in_([w.id for w in works])
+        )
+    )
+    return {work_id: distance for work_id, distance in rows}

@@ -6,7 +6,8 @@
   `measure_work_streets`;
 - locate: `locate_point`, `share_by_place`, `city_extent`, `resolve_street`, distances,
   `streets_near` (the streets a work lies on);
-- search: `search_streets`, `search_places` and `list_places`.
+- search: `search_streets`, `search_places`, `list_places`, and for street pages
+  `street_detail` and `street_names`.
 
 A name with a leading underscore that one module imports from another is the package's
 own helper, not for code outside tracker.places.
@@ -29,7 +30,13 @@ from tracker.places.locate import (
     shares_by_place,
     streets_near,
 )
-from tracker.places.search import list_places, search_places, search_streets
+from tracker.places.search import (
+    list_places,
+    search_places,
+    search_streets,
+    street_detail,
+    street_names,
+)
 from tracker.places.store import Box, relocate_works, store_places
 from tracker.places.streets import StreetRecord, read_streets
 
@@ -54,5 +61,7 @@ __all__ = [
     "share_by_place",
     "shares_by_place",
     "store_places",
+    "street_detail",
+    "street_names",
     "streets_near",
 ]

@@ -108,3 +108,33 @@ def _matching(model: type[Place] | type[Street], q: str, limit: int):
 def _like_escape(text: str) -> str:
     """`text` with LIKE wildcards escaped, to match literally."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- streets as their pages read them ----------------------------------------------------
+
+
+def street_names(session: Session) -> list[str]:
+    """Every street name once (several streets may share one), for "did you mean"."""
+    return list(session.exec(sa_select(Street.name).distinct().order_by(Street.name)).scalars())
+
+
+def street_detail(session: Session, street_id: str) -> dict[str, Any] | None:
+    """One street for its page: id, name, GeoJSON geometry, length and the live
+    neighbourhoods it lies in (StreetPlace), its main one first; None for no such street."""
+    street = session.get(Street, street_id)
+    if street is None:
+        return None
+    places = session.exec(
+        select(StreetPlace.place_id)
+        .join(Place, Place.id == StreetPlace.place_id)
+        .where(StreetPlace.street_id == street_id, _live)
+        .order_by(StreetPlace.place_id)
+    ).all()
+    return {
+        "id": street.id,
+        "name": street.name,
+        "geometry": json.loads(street.geometry),
+        "length_m": street.length_m,
+        "main_place_id": street.main_place_id,
+        "places": sorted(places, key=lambda p: p != street.main_place_id),
+    }

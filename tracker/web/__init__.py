@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         pages,
         places,
         results,
+        search,
         streets,
     )
 
@@ -24,6 +25,7 @@ def init_app(app: Flask) -> None:
     auth.init_app(app)
     pages.init_app(app)
     app.register_blueprint(home.bp)
+    app.register_blueprint(search.bp)
     assets.init_app(app)
     app.register_blueprint(places.bp)
     app.register_blueprint(streets.bp)

@@ -1,9 +1,9 @@
-"""The city overview (`/`) and search (`/search`)."""
+"""The city overview (`/`); search (`/search`) is tracker.web.search."""
 
 import json
 from datetime import UTC, datetime
 
-from flask import Blueprint, abort, current_app, redirect, request, url_for
+from flask import Blueprint, abort, current_app, request
 
 from tracker.agencies import agency_names
 from tracker.db import get_session
@@ -145,9 +145,3 @@ def _place_row(place: dict, node_id: str | None) -> dict:
 
 def _dimension_filters(definitions) -> dict[str, list[str]]:
     return {name: sorted(values) for name, values in sorted(definitions.dimensions.items())}
-
-
-@bp.get("/search")
-def search():
-    """Streets and places by name; one match goes straight to its page."""
-    return redirect(url_for("home.index"))

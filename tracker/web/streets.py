@@ -1,13 +1,118 @@
 """A street's page (`/streets/ID`): what is happening on my street."""
 
-from flask import Blueprint
+import json
+from datetime import UTC, datetime
 
-from tracker.errors import NotFound
+from flask import Blueprint, current_app, request
+
+from tracker.agencies import agency_names
+from tracker.clock import city_timezone, local_time
+from tracker.db import get_session
+from tracker.errors import NotFound, TrackerError
+from tracker.maps import WORK_STYLES, Line, WorkMark, build_map
+from tracker.places import NEAR_STREET_M, street_detail
+from tracker.rollup import app_cache, rollup
+from tracker.web.page_cache import public_page
+from tracker.web.pages import cached_map, map_tiles, render_page, tree
+from tracker.works import shown_status, street_distances, works_on_street_newest
 
 bp = Blueprint("streets", __name__)
 
+STREET_WORKS_PAGE = 25  # works listed (and mapped) per page: a phone's long scroll
+MAX_CURSOR = 201  # AGENCY/REF: 100 + 1 + 100 characters
+
 
 @bp.get("/streets/<street_id>")
+@public_page
 def street(street_id: str):
     """The works on or near one street, newest first (404 for no such street)."""
-    raise NotFound(f"no street {street_id!r}")
+    session = get_session()
+    found = street_detail(session, street_id)
+    if found is None:
+        raise NotFound(f"no street {street_id!r}")
+    after = request.args.get("after") or None
+    if after is not None and (len(after) > MAX_CURSOR or "/" not in after):
+        raise TrackerError("after must name a work as AGENCY/REF, as the page's own links do")
+    works_page = works_on_street_newest(session, street_id, after=after, limit=STREET_WORKS_PAGE)
+    definitions = tree()
+    places = [definitions.places[p] for p in found["places"] if p in definitions.places]
+    main = places[0] if places and places[0].id == found["main_place_id"] else None
+    area = definitions.places.get(main.parent_id) if main and main.parent_id else None
+    names = agency_names(session)
+    timezone = city_timezone(session)
+    distances = street_distances(session, street_id, works_page.works)
+    now = datetime.now(UTC)
+    works = [
+        {
+            "id": f"{w.agency_id}/{w.ref}",
+            "agency_id": w.agency_id,
+            "ref": w.ref,
+            "agency": names.get(w.agency_id, w.agency_id),
+            "title": w.title,
+            "status": shown_status(w, now),
+            "reported": w.status,
+            "planned_start": w.planned_start,
+            "planned_end": w.planned_end,
+            "actual_start": w.actual_start,
+            "actual_end": w.actual_end,
+            "updated": local_time(w.updated_at, timezone),
+            "distance_m": distances.get(w.id),
+            "geometry": w.geometry,
+        }
+        for w in works_page.works
+    ]
+
+    def build():
+        return build_map(
+            lines=[Line(name=found["name"], geometry=found["geometry"])],
+            works=[
+                WorkMark(
+                    id=w["id"],
+                    title=w["title"],
+                    status=w["status"],
+                    agency=w["agency"],
+                    geometry=json.loads(w["geometry"]),
+                )
+                for w in works
+            ],
+            tiles=map_tiles(),
+            bounds=_around(found["geometry"]),
+            label=f"Map of {found['name']} and the works on or near it",
+        )
+
+    rendered = cached_map("street", (street_id, after, now.date()), build)
+    return render_page(
+        "public/street.html",
+        street=found,
+        main=main,
+        area=area if area is not None and area.level != "city" else None,
+        city=definitions.places.get(definitions.city_id) if definitions.city_id else None,
+        places=[_place_results(p) for p in places],
+        works=works,
+        total=works_page.total,
+        after=after,
+        next_after=works_page.after,
+        near_m=NEAR_STREET_M,
+        work_styles=WORK_STYLES,
+        counts={s: sum(1 for w in works if w["status"] == s) for s in WORK_STYLES},
+        map=rendered,
+    )
+
+
+def _around(geometry: dict) -> list[float]:
+    """[west, south, east, north] of the street with a margin: the map shows the street,
+    not every far end of the works along it (a crossing street's rebuild runs for km)."""
+    lons, lats = [], []
+    for line in geometry["coordinates"]:
+        for lon, lat in line:
+            lons.append(lon)
+            lats.append(lat)
+    pad = 0.002  # about 200 m
+    return [min(lons) - pad, min(lats) - pad, max(lons) + pad, max(lats) + pad]
+
+
+def _place_results(place) -> dict:
+    """A neighbourhood the street runs through, with each result's figures there (the
+    roll-up, cached per data version, as /api/v1/rollup?place= answers)."""
+    answer = rollup(get_session(), place_id=place.id, on=None, cache=app_cache(current_app))
+    return {"place": place, "results": [r for r in answer.results if r.takes_part]}
