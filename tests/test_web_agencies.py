@@ -195,6 +195,8 @@ def test_the_agency_lists_its_measures_with_the_citys_status(app, client):
         assert row.th.a["href"] == f"/measures/{measure_id}"
         badge = row.select_one(".status")["class"][1].removeprefix("status-")
         assert badge == statuses.get(measure_id, "no_data"), measure_id
+    bars = soup.select("#responsible .bar")
+    assert bars and all(bar["aria-label"].startswith("Progress of ") for bar in bars)
     assert "0%" not in text(soup.select_one("#responsible")).replace("100%", "")
     assert "homes-repaired" not in str(soup.select_one("#responsible"))  # eqc's
 
