@@ -29,7 +29,7 @@ from tracker.works import (
 
 bp = Blueprint("agencies", __name__)
 
-AGENCY_WORKS_SHOWN = 50  # works a page of the agency's list shows; ?after= pages on
+AGENCY_WORKS_SHOWN = 25  # works a page of the agency's list shows; ?after= pages on
 WORK_MAP_AREAS = 8  # a work in more neighbourhoods than this is drawn without them
 CHANNELS = {
     "api": "the API",
