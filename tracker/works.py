@@ -3,7 +3,7 @@
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, true
@@ -26,16 +26,30 @@ class WorksPage:
 
 
 def works_in_place(
-    session: Session, place_id: str, *, after: str | None = None, limit: int = WORKS_PAGE_SIZE
+    session: Session,
+    place_id: str,
+    *,
+    after: str | None = None,
+    limit: int = WORKS_PAGE_SIZE,
+    shown: Sequence[str] = (),
+    now: datetime | None = None,
 ) -> WorksPage:
     """Works lying (partly) in the place or, for an area or the city, in any neighbourhood
-    below it."""
+    below it; with `shown`, only those whose status as shown at `now` (`shown_status`) is
+    one of them."""
+    inside = _in_place(session, place_id)
+    if shown:
+        inside = and_(inside, shown_as(shown, now or datetime.now(UTC)))
+    return _page(session, inside, after, limit)
+
+
+def _in_place(session: Session, place_id: str):
+    """SQL condition: the work lies (partly) in the place; NotFound for no live place."""
     place = session.get(Place, place_id)
     if place is None or place.retired_at is not None:
         raise NotFound(f"no place {place_id!r}")
     leaves = _leaves_below(session, place)
-    inside = Work.id.in_(select(WorkPlace.work_id).where(WorkPlace.place_id.in_(leaves)))
-    return _page(session, inside, after, limit)
+    return Work.id.in_(select(WorkPlace.work_id).where(WorkPlace.place_id.in_(leaves)))
 
 
 def works_on_street(
@@ -157,6 +171,46 @@ def shown_status(work: Work, now: datetime) -> str:
     if work.status in OPEN_STATUSES and now - work.updated_at > STATUS_UNKNOWN_AFTER:
         return "unknown"
     return work.status
+
+
+def shown_as(statuses: Sequence[str], now: datetime):
+    """SQL condition: the work's status as shown at `now` (`shown_status`; "unknown" for an
+    open work unchanged for STATUS_UNKNOWN_AFTER) is one of `statuses`."""
+    cutoff = now - STATUS_UNKNOWN_AFTER
+    parts = []
+    for status in statuses:
+        if status == "unknown":
+            parts.append(and_(Work.status.in_(OPEN_STATUSES), Work.updated_at < cutoff))
+        elif status in OPEN_STATUSES:
+            parts.append(and_(Work.status == status, Work.updated_at >= cutoff))
+        else:
+            parts.append(Work.status == status)
+    return or_(*parts) if parts else true()
+
+
+def shown_status_counts(session: Session, place_id: str, now: datetime) -> dict[str, int]:
+    """{status as shown at `now`: number of works} for the works in the place (two grouped
+    counts: by stored status, and the open ones unchanged too long)."""
+    inside = _in_place(session, place_id)
+    counts = {
+        status: count
+        for status, count in session.execute(
+            select(Work.status, func.count()).where(inside).group_by(Work.status)
+        )
+    }
+    stale = session.execute(
+        select(Work.status, func.count())
+        .where(
+            inside,
+            Work.status.in_(OPEN_STATUSES),
+            Work.updated_at < now - STATUS_UNKNOWN_AFTER,
+        )
+        .group_by(Work.status)
+    )
+    for status, count in stale:
+        counts[status] -= count
+        counts["unknown"] = counts.get("unknown", 0) + count
+    return {status: count for status, count in counts.items() if count}
 
 
 def latest_works(

@@ -50,6 +50,15 @@ def list_places(session: Session, *, with_geometry: bool = True) -> list[dict[st
     return sorted(places, key=lambda p: (LEVEL_ORDER.get(p["level"], 3), search_key(p["name"])))
 
 
+def place_geometry(session: Session, place_id: str) -> dict[str, Any] | None:
+    """The display geometry (GeoJSON, simplified to about 10 m) of one live place; None
+    when there is no such place."""
+    text = session.exec(
+        sa_select(Place.display_geometry).where(Place.id == place_id, _live)
+    ).scalar_one_or_none()
+    return json.loads(text) if text is not None else None
+
+
 def search_streets(session: Session, q: str, limit: int = 20) -> list[dict[str, Any]]:
     """Streets whose name has a word starting with each word of `q`, best first."""
     query = _matching(Street, q, limit)

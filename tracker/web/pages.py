@@ -6,6 +6,7 @@ only say them in words (a percentage, a status, "based on 3 of 5 measures").
 """
 
 from collections.abc import Callable, Iterator
+from datetime import date
 from fractions import Fraction
 from typing import Any
 
@@ -136,3 +137,24 @@ def urban_bounds(places: list[dict]) -> list[float] | None:
     cut = len(centres) // 20  # leave out the outermost twentieth on each side
     pad = 0.01
     return [lons[cut] - pad, lats[cut] - pad, lons[-cut - 1] + pad, lats[-cut - 1] + pad]
+
+
+# --- query parameters ---------------------------------------------------------------------
+
+
+def query_date(text: str | None) -> date | None:
+    """A page's `?date=`: None when absent or blank (today), else the day by the same rule
+    as /api/v1 (tracker.api.schemas.IsoDate: YYYY-MM-DD within the tracker's calendar);
+    a bad one is a TrackerError (400) naming it."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from tracker.api.schemas import IsoDate
+    from tracker.errors import TrackerError
+
+    if not text:
+        return None
+    try:
+        return TypeAdapter(IsoDate).validate_python(text)
+    except ValidationError as exc:
+        message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        raise TrackerError(f"parameter 'date': {message}") from None
