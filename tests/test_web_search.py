@@ -150,3 +150,12 @@ def test_the_city_page_and_every_page_link_to_search(client):
     soup = page(client, "/")
     assert soup.select_one("form.search")["action"] == "/search"
     assert soup.select_one('nav.site a[href="/search"]') is not None
+
+
+def test_a_place_under_the_city_is_not_said_to_be_in_it(client):
+    soup = page(client, "/search?q=c")  # the city itself and the area "Central"
+    found = dict(matches(soup, "places"))
+    assert found["/places/central"] == "Central Area"
+    assert found["/"].startswith("Tiny City / Ōtautahi Iti City")
+    crumbs = soup.select("nav.breadcrumbs a")
+    assert text(crumbs[0]) == "Tiny City / Ōtautahi Iti"

@@ -36,7 +36,11 @@ def search():
     definitions = tree()
     if not q:
         return render_page(
-            "public/search.html", q="", searched=False, place_names=_names(definitions)
+            "public/search.html",
+            q="",
+            searched=False,
+            place_names=_names(definitions),
+            city_name=_city_name(definitions),
         )
     session = get_session()
     streets = search_streets(session, q, MATCHES + 1)
@@ -52,6 +56,7 @@ def search():
         more=len(streets) > MATCHES or len(places) > MATCHES,
         suggestions=[] if streets or places else near_names(q),
         place_names=_names(definitions),
+        city_name=_city_name(definitions),
     )
 
 
@@ -80,12 +85,19 @@ def _street_match(street: dict[str, Any], definitions: TreeDef) -> dict[str, Any
 def _place_match(place: dict[str, Any], definitions: TreeDef) -> dict[str, Any]:
     """A place as the results list shows it: its level and the place it belongs to."""
     parent = definitions.places.get(place["parent"]) if place["parent"] else None
+    if parent is not None and parent.level == "city":
+        parent = None  # "in Christchurch" tells a resident nothing
     return {
         "url": _place_url(place),
         "name": place["name"],
         "level": LEVEL_WORDS.get(place["level"], place["level"].capitalize()),
         "parent": parent.name if parent is not None else None,
     }
+
+
+def _city_name(definitions: TreeDef) -> str:
+    city = definitions.places.get(definitions.city_id) if definitions.city_id else None
+    return city.name if city is not None else "City"
 
 
 def _names(definitions: TreeDef) -> dict[str, str]:
