@@ -29,7 +29,7 @@ class PlaceChanges:
     """What store_places changed in the place tree."""
 
     retired: tuple[str, ...] = ()  # live before, missing from the file now (sorted)
-    changed: bool = False  # any place added, retired, brought back, renamed or redrawn
+    changed: bool = False  # any place added, retired, back, renamed or redrawn; any street
     # Where a neighbourhood's boundary appeared, moved or went (old and new boxes): works
     # there may lie in another neighbourhood now.
     redrawn: tuple[Box, ...] = ()
@@ -55,11 +55,10 @@ def store_places(
     retired = sorted(set(stored) - {row["id"] for row in rows} - _retired(stored))
     for chunk in _chunks(retired):
         session.exec(update(Place).where(Place.id.in_(chunk)).values(retired_at=utcnow()))
-    if streets is not None:
-        _store_streets(session, streets)
+    streets_changed = streets is not None and _store_streets(session, streets)
     return PlaceChanges(
         retired=tuple(retired),
-        changed=bool(new or changed or retired),
+        changed=bool(new or changed or retired or streets_changed),
         redrawn=_redrawn_boxes(stored, new, changed, retired),
     )
 
@@ -116,9 +115,10 @@ def _upsert(
     return new, changed
 
 
-def _store_streets(session: Session, streets: list[StreetRecord]) -> None:
+def _store_streets(session: Session, streets: list[StreetRecord]) -> bool:
     """Make the Street and StreetPlace tables hold `streets`, keeping referenced old ones;
-    then measure again the works near any street that appeared, moved or went."""
+    then measure again the works near any street that appeared, moved or went. Whether
+    anything changed (pages showing streets are then built again)."""
     before = {
         row.id: _box(row._mapping) for row in session.exec(sa_select(Street.id, *_STREET_BOX))
     }
@@ -154,6 +154,7 @@ def _store_streets(session: Session, streets: list[StreetRecord]) -> None:
         session.exec(insert(StreetPlace), params=added)
     if moved:
         measure_work_streets(session, _works_near(session, moved))
+    return bool(moved or stale or added)
 
 
 def _referenced_streets(session: Session, street_ids: set[str]) -> set[str]:

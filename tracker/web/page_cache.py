@@ -19,10 +19,11 @@ Anything personal stops it: a signed-in account, a pending flash, a CSRF token (
 import functools
 import hashlib
 from collections.abc import Callable
+from datetime import date
 
 from flask import Response, abort, current_app, g, request, session, url_for
 
-from tracker.clock import city_today
+from tracker.clock import city_timezone, today_in
 from tracker.db import get_session
 from tracker.freshness import data_stamp
 from tracker.maps import MapCache, RenderedMap
@@ -36,6 +37,7 @@ YEAR = 365 * 24 * 3600
 def init_app(app) -> None:
     app.extensions["map_cache"] = MapCache()
     app.extensions["page_cache"] = LRU(512)
+    app.extensions["city_timezones"] = LRU(4)  # by stamp: only `tracker init` changes it
 
 
 def current_stamp() -> str:
@@ -84,7 +86,7 @@ def public_page(view):
         if request.method != "GET" or _personal():
             return view(**kwargs)
         cache: LRU = current_app.extensions["page_cache"]
-        key = (request.full_path, current_stamp(), city_today(get_session()))
+        key = (request.full_path, current_stamp(), _city_today())
         html = cache.get(key)
         if html is not None:
             return Response(html, mimetype="text/html")
@@ -94,6 +96,16 @@ def public_page(view):
         return answer
 
     return wrapped
+
+
+def _city_today() -> date:
+    """Today in the city (a page's "status unknown" and expected progress move daily)."""
+    zones: LRU = current_app.extensions["city_timezones"]
+    timezone = zones.get(current_stamp())
+    if timezone is None:
+        timezone = city_timezone(get_session())
+        zones.put(current_stamp(), timezone)
+    return today_in(timezone)
 
 
 def _personal() -> bool:
