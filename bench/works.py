@@ -8,13 +8,16 @@ one neighbourhood, posted as one JSON body through the app (Flask's test client,
 figures are the write path's own, without a network): the first POST creates every
 work; the second sends the same body (every work unchanged); then every page of
 `GET /api/v1/works?place=CITY` is read, and of `?street=` for the street the works lie
-on. Times are wall-clock seconds of one run each.
+on. Then `tracker init` runs again twice: with the same files, and with Ōpāwa Road moved
+10 m north, which measures every work near it against the streets again (they stay on
+it). Times are wall-clock seconds of one run each.
 
 PostgreSQL: a throwaway database is created on --postgres and dropped after.
 """
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -33,7 +36,7 @@ from tracker.auth import issue_token  # noqa: E402
 from tracker.cli import initialise  # noqa: E402
 from tracker.settings import Settings  # noqa: E402
 
-TREE = ROOT / "tests" / "fixtures" / "tiny_city" / "tree.yaml"
+CITY = ROOT / "tests" / "fixtures" / "tiny_city"
 
 
 def works(count: int) -> list[dict]:
@@ -61,9 +64,10 @@ def pages(client, url: str) -> tuple[int, int, float]:
 def run(database_url: str, count: int) -> dict[str, object]:
     """The figures of one backend."""
     with tempfile.TemporaryDirectory() as folder:
+        shutil.copytree(CITY, Path(folder) / "city")  # a copy: its streets file is edited
         settings = Settings(
             database_url=database_url,
-            tree=TREE,
+            tree=Path(folder) / "city" / "tree.yaml",
             instance_path=Path(folder),
             secret_key="bench",
             _env_file=None,
@@ -90,8 +94,26 @@ def run(database_url: str, count: int) -> dict[str, object]:
             number, read, seconds = pages(client, url)
             assert read == count, (label, read)
             figures[label] = f"{number} in {seconds:.2f} s"
+        for label in ("init, same files s", "init, street moved s"):
+            if label.endswith("moved s"):
+                move_opawa_road(settings.tree.parent / "streets.geojson", metres=10)
+            started = time.perf_counter()
+            initialise(settings)[0].dispose()
+            figures[label] = round(time.perf_counter() - started, 2)
+        _, read, _ = pages(client, "/api/v1/works?street=opawa-road")
+        assert read == count, ("street pages after the move", read)
         app.extensions["engine"].dispose()
         return figures
+
+
+def move_opawa_road(path: Path, metres: float) -> None:
+    """Move Ōpāwa Road's segments `metres` north in the streets file at `path`."""
+    gazetteer = json.loads(path.read_text(encoding="utf-8"))
+    for feature in gazetteer["features"]:
+        if feature["properties"]["name"] == "ŌPĀWA ROAD":
+            coordinates = feature["geometry"]["coordinates"]
+            feature["geometry"]["coordinates"] = [[x, y + metres / 111_000] for x, y in coordinates]
+    path.write_text(json.dumps(gazetteer), encoding="utf-8")
 
 
 def main() -> None:

@@ -78,3 +78,4 @@ def _measures(node):
 def test_the_works_bench_stores_and_pages_back_a_batch(database_url):
     figures = _bench("works").run(database_url, 12)
     assert figures["works"] == 12 and figures["city pages"].startswith("1 in ")
+    assert figures["street pages"].startswith("1 in ") and "init, street moved s" in figures

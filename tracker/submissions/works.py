@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlmodel import Session
 
 from tracker.geometry import parse_geometry
@@ -419,6 +419,23 @@ def _store_works(
             .values(data_version=Node.data_version + 1)
         )
     session.flush()
+    _analyze_if_grown(session, sum(current is None for _, _, current in planned))
+
+
+# A batch adding this many works, and a tenth of the table or more, has PostgreSQL read
+# the works tables' statistics again at once (about 85 ms for 40,000 works). Until
+# autovacuum does it (a minute later, or never where it is off) the planner takes the new
+# rows for a handful, and a page by place or street took 150-210 ms instead of 20-40.
+ANALYZE_AFTER_WORKS = 1000
+
+
+def _analyze_if_grown(session: Session, added: int) -> None:
+    """ANALYZE the works tables on PostgreSQL after a batch that grew them by a tenth."""
+    connection = session.connection()
+    if added < ANALYZE_AFTER_WORKS or connection.dialect.name != "postgresql":
+        return
+    if added * 10 >= session.scalar(select(func.count()).select_from(Work)):
+        connection.execute(text("ANALYZE work, workplace, workstreet"))
 
 
 # Derived from the geometry or bookkeeping: the audit keeps what the agency sent.
