@@ -86,6 +86,10 @@ def test_an_open_work_unchanged_for_eight_weeks_reads_status_unknown(app, client
     (script,) = map_scripts(soup)
     (mark,) = [f for f in map_features(script) if "title" in f["properties"]]
     assert mark["properties"]["status"] == "Status unknown"
+    agency = page(client, "/agencies/council")
+    counts = {text(tr.th): text(tr.td) for tr in agency.select("#works table.counts tbody tr")}
+    assert counts["Under way"] == "0" and counts["Status unknown"] == "1"
+    assert "Status unknown" in text(agency.select_one("#works ul li"))
 
 
 def test_a_ref_with_slash_space_and_ampersand_resolves(app, client):
@@ -229,7 +233,7 @@ def test_works_counts_and_paging(app, client, monkeypatch):
     store(app, "council", works=[work("a"), work("b", "complete"), work("c", "cancelled")])
     soup = page(client, "/agencies/council")
     counts = [text(td) for td in soup.select("#works table.counts td")]
-    assert counts == ["1", "0", "1", "1", "3"]
+    assert counts == ["1", "0", "1", "1", "0", "3"]
     first = [text(a) for a in soup.select("#works ul a")]
     older = soup.select_one("#works a[rel=next]")
     rest = [text(a) for a in page(client, older["href"]).select("#works ul a")]

@@ -381,3 +381,30 @@ def street_distances(session: Session, street_id: str, works: Sequence[Work]) ->
         )
     )
     return {work_id: distance for work_id, distance in rows}
+
+
+def agency_shown_counts(session: Session, agency_id: str, now: datetime) -> dict[str, int]:
+    """{status as shown at `now` (`shown_status`): number of works} for the agency's works:
+    its counts by stored status, with the open ones unchanged too long moved to "unknown"."""
+    mine = Work.agency_id == agency_id
+    counts = dict(
+        session.execute(select(Work.status, func.count()).where(mine).group_by(Work.status)).all()
+    )
+    stale = session.execute(
+        select(Work.status, func.count())
+        .where(mine, Work.status.in_(OPEN_STATUSES), Work.updated_at < now - STATUS_UNKNOWN_AFTER)
+        .group_by(Work.status)
+    )
+    for status, count in stale:
+        counts[status] -= count
+        counts["unknown"] = counts.get("unknown", 0) + count
+    return counts
+
+
+def main_place_names(session: Session, works: Sequence[Work]) -> dict[int, str]:
+    """{work id: name of its main neighbourhood} for `works` that have one."""
+    ids = {w.main_place_id for w in works if w.main_place_id}
+    if not ids:
+        return {}
+    names = dict(session.execute(select(Place.id, Place.name).where(Place.id.in_(ids))).all())
+    return {w.id: names[w.main_place_id] for w in works if w.main_place_id in names}

@@ -17,14 +17,15 @@ from tracker.web.pages import cached_map, map_tiles, render_page, tree
 from tracker.works import (
     OPEN_STATUSES,
     STATUS_UNKNOWN_AFTER,
+    agency_shown_counts,
     agency_works,
     find_work,
+    main_place_names,
     point_on_work,
     shown_status,
     status_history,
     work_places,
     work_streets,
-    works_by_agency_and_status,
 )
 
 bp = Blueprint("agencies", __name__)
@@ -84,7 +85,7 @@ def agency(agency_id: str):
             )
     feeds = [feed for feed in feed_health(session, now=now) if feed.agency == agency_id]
     works = agency_works(session, agency_id, after=after, limit=AGENCY_WORKS_SHOWN)
-    counts = works_by_agency_and_status(session).get(agency_id, {})
+    counts = agency_shown_counts(session, agency_id, now)
     return render_page(
         "public/agency.html",
         agency=agency,
@@ -94,11 +95,12 @@ def agency(agency_id: str):
         retired=retired_measures(session, agency_id),
         feeds=feeds,
         works=[(w, shown_status(w, now)) for w in works.works],
+        places=main_place_names(session, works.works),
         works_total=works.total,
         next_after=works.after,
         after=after,
         counts=counts,
-        work_statuses=WORK_STATUSES,
+        work_statuses=(*WORK_STATUSES, "unknown"),
         unknown_weeks=STATUS_UNKNOWN_AFTER.days // 7,
         local=lambda moment: _local(moment, timezone),
     )
