@@ -14,6 +14,7 @@ from tracker.maps import STATUS_STYLES, Area, build_map
 from tracker.places import list_places
 from tracker.rollup import app_cache, measure_series, rollup
 from tracker.rollup.definitions import TreeDef
+from tracker.web.page_cache import public_page
 from tracker.web.pages import (
     CITY_SIMPLIFY_DEGREES,
     based_on,
@@ -35,6 +36,7 @@ FURTHEST_BEHIND = 10  # how many of the neighbourhoods furthest behind the equit
 
 
 @bp.get("/results/<node_id>")
+@public_page
 def result(node_id: str):
     """A result or output across the city: every neighbourhood, leaders and laggards."""
     definitions = tree()
@@ -195,6 +197,7 @@ def _trail(definitions: TreeDef, node_id: str) -> list[Any]:
 
 
 @bp.get("/measures/<node_id>")
+@public_page
 def measure(node_id: str):
     """A measure over time against its trajectory, by place and by dimension."""
     definitions = tree()
