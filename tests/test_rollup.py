@@ -786,3 +786,21 @@ def test_a_write_reuses_the_definitions_and_a_tree_change_reads_them_again(city,
     assert reread.nodes is not after.nodes
     assert reread.nodes["homes"].title == "Homes repaired or rebuilt"
     assert node(city, "homes", cache=cache)["value"] == 20
+
+
+def test_timeliness_is_kept_until_one_of_the_agencys_measures_is_written(city):
+    cache = RollupCache()
+    today = date(2020, 3, 15)
+    submit(city, "eqc", obs("homes", "opawa", "2020-01-10", 20))
+    first = timeliness(city, agency_id="eqc", today=today, cache=cache)
+    counted = []
+    event.listen(city.get_bind(), "before_cursor_execute", lambda *a: counted.append(a[2]))
+    assert timeliness(city, agency_id="eqc", today=today, cache=cache) == first
+    assert not any("first_received_at" in sql for sql in counted)  # nothing counted again
+    submit(city, "eqc", obs("homes", "st-albans", "2020-02-15", 50))
+    (homes,) = [
+        r
+        for r in timeliness(city, agency_id="eqc", today=today, cache=cache)
+        if r["measure"] == "homes"
+    ]
+    assert homes["received"] == 2

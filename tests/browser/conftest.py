@@ -47,26 +47,12 @@ LOCAL_HOST = "127.0.0.1"
 BLOCKING_IMPACTS = ("serious", "critical")
 
 
-# KNOWN LEAK, not hidden: Flask-Compress re-streams a static file it compresses (Chromium
-# asks for zstd, which it applies to streamed answers) without closing the file, so the
-# garbage collector closes it later with a ResourceWarning. Ignored here so the pages'
-# own checks can run; test_harness_browser.py::test_compressed_static_files_are_closed
-# fails strictly once it is fixed, and then these two filters go.
-STATIC_FILE_LEAK = [
-    "ignore:Exception ignored in. <_io.FileIO name='[^']*/static/"
-    ":pytest.PytestUnraisableExceptionWarning",
-    "ignore:unclosed file <_io.BufferedReader name='[^']*/static/:ResourceWarning",
-]
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items) -> None:
     # Before -m selects: every test in this folder is a browser test.
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.browser)
-            for spec in STATIC_FILE_LEAK:
-                item.add_marker(pytest.mark.filterwarnings(spec))
 
 
 def _unavailable(message: str) -> None:

@@ -1,12 +1,5 @@
 """The browser harness itself: what it must catch, it catches."""
 
-import gc
-import warnings
-
-import pytest
-
-from tracker import create_app
-
 OUTSIDE = "http://192.0.2.1/pixel.png"  # TEST-NET-1: never routed, and aborted anyway
 
 
@@ -32,31 +25,3 @@ def test_axe_runs_under_the_sites_csp_and_reports_serious_violations(page, axe):
         ".replaceWith(Object.assign(document.createElement('input'), {type: 'text'}))"
     )
     assert "label" in [violation["id"] for violation in axe(page)]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="Flask-Compress leaves a compressed static file open (see STATIC_FILE_LEAK in "
-    "conftest.py); when this passes, drop the xfail and those filters",
-)
-def test_compressed_static_files_are_closed(page, demo_settings):
-    # The encoding the server chose for Chromium, asked for again through the app.
-    response = page.goto("/static/css/site.css")
-    assert response is not None and response.status == 200
-    encodings = response.headers.get("content-encoding")
-    assert encodings, "Chromium got the stylesheet uncompressed"
-    app = create_app(demo_settings)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            response = app.test_client().get(
-                "/static/css/site.css", headers={"Accept-Encoding": encodings}
-            )
-            assert response.status_code == 200
-            response.close()
-            del response
-            gc.collect()
-    finally:
-        app.extensions["engine"].dispose()
-    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-    assert leaks == []

@@ -10,7 +10,7 @@ import functools
 import hashlib
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_compress import Compress
 
 YEAR = 365 * 24 * 3600
@@ -34,6 +34,10 @@ def init_app(app: Flask) -> None:
         COMPRESS_LEVEL=6,
     )
     Compress(app)
+    # After-request handlers run last-registered first: this one hands Flask-Compress a
+    # static file already read and closed (it would replace the open file's body without
+    # closing it).
+    app.after_request(_read_static_file)
     static = Path(app.static_folder)
 
     @app.url_defaults
@@ -48,6 +52,15 @@ def init_app(app: Flask) -> None:
         return YEAR if request.args.get("v") else None
 
     app.get_send_file_max_age = max_age
+
+
+def _read_static_file(response: Response) -> Response:
+    if request.endpoint == "static" and response.direct_passthrough and response.status_code == 200:
+        response.direct_passthrough = False
+        data = response.get_data()
+        response.close()
+        response.set_data(data)
+    return response
 
 
 @functools.lru_cache(maxsize=256)

@@ -20,8 +20,8 @@ from tracker.maps import STATUS_STYLES, WORK_STYLES, RenderedMap, Tiles
 from tracker.rollup import app_cache, load_definitions
 from tracker.rollup.definitions import TreeDef
 from tracker.rollup.figures import Figures
-
 from tracker.web import page_cache
+
 
 def init_app(app: Flask) -> None:
     page_cache.init_app(app)
