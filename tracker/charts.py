@@ -12,6 +12,7 @@ from html import escape
 
 WIDTH, HEIGHT = 640, 320
 LEFT, RIGHT, TOP, BOTTOM = 80, 16, 16, 48  # room for the axes' ticks and labels
+HALO = 'stroke="#fff" stroke-width="4" paint-order="stroke"'  # labels stay legible over lines
 COLOURS = {
     "actual": "#0b6e4f",
     "expected": "#1d2433",
@@ -111,7 +112,7 @@ def progress_chart(
             f'y2="{y(target)}" stroke="{COLOURS["expected"]}" stroke-width="1" '
             f'stroke-dasharray="1 3"><title>{svg_text(f"Target: {fmt(target)}")}</title></line>'
             f'<text class="target-label" x="{LEFT + 6}" y="{y(target) - 5}" font-size="14" '
-            f'fill="{COLOURS["expected"]}">target {svg_text(fmt(target))}</text>'
+            f'fill="{COLOURS["expected"]}" {HALO}>target {svg_text(fmt(target))}</text>'
         )
     expected = [(x(p.day), y(p.expected)) for p in points if _usable(p.expected)]
     if expected:
@@ -149,8 +150,8 @@ def progress_chart(
         out.append(
             f'<g class="forecast"><line x1="{fx}" x2="{fx}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" '
             f'stroke="{COLOURS["forecast"]}" stroke-width="2" stroke-dasharray="2 3"/>'
-            f'<text x="{fx - 4}" y="{TOP + 12}" text-anchor="end" font-size="14" '
-            f'fill="{COLOURS["forecast"]}">forecast {svg_text(short_date(forecast))}</text>'
+            f'<text x="{fx - 4}" y="{HEIGHT - BOTTOM - 8}" text-anchor="end" font-size="14" '
+            f'fill="{COLOURS["forecast"]}" {HALO}>forecast {svg_text(short_date(forecast))}</text>'
             f"<title>{svg_text(f'Forecast: reaches the target on {short_date(forecast)}')}</title>"
             "</g>"
         )
