@@ -317,3 +317,21 @@ def test_hostile_text_is_escaped_in_the_chart():
 
 def test_a_chart_without_points_is_empty():
     assert progress_chart(chart_id="c", title="t", description="d", points=[]) == ""
+
+
+@pytest.mark.parametrize("url", ["/results/housing", "/measures/homes-repaired"])
+def test_no_inline_script_and_nothing_from_outside(client, url):
+    soup = page(client, url)
+    assert soup.find_all("script", src=False) == []
+    for tag in soup.find_all(["script", "link", "img"]):
+        address = tag.get("src") or tag.get("href") or ""
+        assert not address.startswith(("http:", "https:", "//")), address
+    if url.startswith("/results"):
+        (sortable,) = [t for t in soup.find_all("script") if "sortable.js" in t["src"]]
+        assert sortable.has_attr("defer")
+
+
+def test_the_place_asked_for_is_the_one_chosen(client):
+    soup = page(client, "/measures/homes-repaired?place=red-zone-park")
+    assert soup.select_one("select[name=place] option[selected]")["value"] == "red-zone-park"
+    assert soup.h1.get_text(" ", strip=True).endswith("in Red Zone Park")

@@ -249,6 +249,8 @@ def measure(node_id: str):
     places = [p for p in definitions.places.values() if p.level in ("city", "area")]
     places.sort(key=lambda p: (p.level != "city", p.name.casefold()))
     choices = places + [definitions.places[leaf] for leaf in sorted(spec.places)]
+    if place not in choices:
+        choices.append(place)  # a place the measure does not cover, asked for by address
     return render_page(
         "public/measure.html",
         node=node,
