@@ -181,9 +181,11 @@ def test_breadcrumbs_and_what_kind_of_place(client):
 
     area = page(client, "/places/heathcote")
     assert text(area.h1) == "Heathcote"
-    assert "Area" in text(area.select_one(".lede"))
-    links = {a["href"]: text(a) for a in area.select("ul.children a")}
-    assert links == {"/places/opawa": "Ōpāwa", "/places/st-albans": "St Albans"}
+    assert "An area of Tiny City / Ōtautahi Iti, made up of 2 neighbourhoods" in text(
+        area.select_one(".lede")
+    )
+    links = [(a["href"], text(a)) for a in area.select("ul.children a")]
+    assert links == [("/places/opawa", "Ōpāwa"), ("/places/st-albans", "St Albans")]
 
 
 def test_headings_are_in_order(app, client):
@@ -403,3 +405,16 @@ def test_the_map_colours_the_place_by_the_chosen_result(app, client):
             }[nodes[result]["status"]]
         )
         assert area["properties"]["status"] in text(label)
+
+
+def test_a_measures_problem_is_shown(app, client, loaded):
+    from test_hostile_input import store_legacy_rows  # values stored before the bounds rule
+
+    store_legacy_rows(loaded[0])
+    _, nodes = api_nodes(client, "heathcote", ON)
+    problem = nodes["homes-repaired"]["problem"]
+    assert problem.startswith("opawa: a stored value is outside")
+    soup = page(client, f"/places/heathcote?date={ON}")
+    shown = soup.select_one("#results [data-node='homes-repaired'] .problem")
+    assert problem in text(shown)
+    assert soup.select_one("#results [data-node='wellbeing-score'] .problem") is None

@@ -14,6 +14,7 @@ from tracker.limits import WORKS_PAGE_SIZE
 from tracker.maps import STATUS_STYLES, WORK_STYLES, Area, WorkMark, build_map
 from tracker.places.search import place_geometry
 from tracker.rollup import app_cache, rollup
+from tracker.text import search_key
 from tracker.web.page_cache import public_page
 from tracker.web.pages import (
     based_on,
@@ -29,7 +30,6 @@ from tracker.works import shown_status, shown_status_counts, works_in_place
 bp = Blueprint("places", __name__)
 
 PAGE_SIZE = WORKS_PAGE_SIZE  # works per page of the table (and the map beside it)
-LEVEL_WORDS = {"area": "Area", "neighbourhood": "Neighbourhood"}
 
 
 @bp.get("/places/<place_id>")
@@ -110,11 +110,10 @@ def place(place_id: str):
     return render_page(
         "public/place.html",
         place=info,
-        level=LEVEL_WORDS.get(info.level, info.level.capitalize()),
         trail=_breadcrumbs(definitions, info),
         children=sorted(
             (p for p in definitions.places.values() if p.parent_id == place_id),
-            key=lambda p: p.name,
+            key=lambda p: search_key(p.name),
         ),
         here=here,
         city=city,
