@@ -214,18 +214,24 @@ def test_the_place_beside_the_city_equals_the_api(app, client):
         node_id = row["data-node"]
         assert shown_status(row.select_one("td.here")) == here[node_id]["status"]
         assert shown_status(row.select_one("td.city")) == city[node_id]["status"]
+        for cell, place in (("here", "opawa"), ("city", "tiny")):
+            trail = row.select_one(f"td.{cell} a.trail")["href"]
+            assert trail == f"/api/v1/explain?node={node_id}&place={place}&date={ON}"
         bar = row.select_one("td.city [role=progressbar]")
         if city[node_id]["progress"] is not None:
             assert bar["aria-valuenow"] == str(round(city[node_id]["progress"] * 100))
 
 
-@pytest.mark.parametrize("url", ["/places/nowhere", "/places/opawa?result=nope"])
+@pytest.mark.parametrize(
+    "url",
+    ["/places/nowhere", "/places/opawa?result=nope", "/places/opawa?result=homes-repaired"],
+)
 def test_unknown_places_and_results_are_404(client, url):
     assert client.get(url).status_code == 404
 
 
 @pytest.mark.parametrize(
-    "date", ["2015-1-1", "2015-02-30", "1800-01-01", "yesterday", "2015-01-01T00:00"]
+    "date", ["2015-1-1", "2015-02-30", "1800-01-01", "2200-01-01", "yesterday", "2015-01-01T00:00"]
 )
 def test_a_bad_date_is_400_as_on_the_api(client, date):
     api = client.get(f"/api/v1/rollup?place=opawa&date={date}")

@@ -10,7 +10,7 @@ from tracker.agencies import agency_names
 from tracker.clock import city_timezone, local_time
 from tracker.db import get_session
 from tracker.errors import NotFound, TrackerError
-from tracker.limits import WORKS_PAGE_SIZE
+from tracker.limits import EARLIEST_DATE, LATEST_DATE, WORKS_PAGE_SIZE
 from tracker.maps import STATUS_STYLES, WORK_STYLES, Area, WorkMark, build_map
 from tracker.places.search import place_geometry
 from tracker.rollup import app_cache, rollup
@@ -50,9 +50,11 @@ def place(place_id: str):
     results = [r for r in here.results if r.takes_part]
     chosen = request.args.get("result") or (results[0].id if results else None)
     chosen_figures = here.find(chosen) if chosen else None
-    if chosen is not None and (chosen_figures is None or not chosen_figures.takes_part):
+    if chosen is not None and (
+        chosen_figures is None or chosen_figures.kind != "result" or not chosen_figures.takes_part
+    ):
         raise NotFound(f"no result {chosen!r} at {info.name}")
-    statuses = request.args.getlist("status")
+    statuses = [s for s in request.args.getlist("status") if s]
     for status in statuses:
         if status not in WORK_STYLES:
             raise TrackerError(
@@ -118,6 +120,7 @@ def place(place_id: str):
         here=here,
         city=city,
         date_asked=on,
+        calendar=(EARLIEST_DATE, LATEST_DATE),
         results=results,
         chosen=chosen,
         chosen_figures=chosen_figures,
