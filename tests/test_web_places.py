@@ -299,6 +299,10 @@ def test_works_table_and_map_show_the_works_here(app, client):
     (area,) = [f for f in features if f["properties"].get("name")]
     assert area["properties"]["name"] == "Ōpāwa"
     assert soup.select_one("a.skip-map")["href"] == "#works-table"
+    (data,) = [a for a in soup.select("#works a") if text(a) == "GeoJSON"]
+    assert data["href"] == "/api/v1/works?place=opawa"
+    listed = client.get(data["href"]).get_json()["features"]
+    assert {f["properties"]["title"] for f in listed} == {"Work a", "Work b"}
     assert soup.find(id="works-table") is not None
 
 
