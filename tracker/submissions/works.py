@@ -425,7 +425,7 @@ def _store_works(
 # A batch adding this many works, and a tenth of the table or more, has PostgreSQL read
 # the works tables' statistics again at once (about 85 ms for 40,000 works). Until
 # autovacuum does it (a minute later, or never where it is off) the planner takes the new
-# rows for a handful, and a page by place or street took 150-210 ms instead of 20-40.
+# rows for a handful, and a page by place or street took 165-212 ms instead of 65.
 ANALYZE_AFTER_WORKS = 1000
 
 
