@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 
 import pytest
 from page_helpers import map_features, map_scripts, page, store, text
@@ -180,3 +181,33 @@ def test_a_signed_in_page_is_never_served_to_anyone_else(app, client):
     assert "staff@example.org" in text(page(client, "/"))
     assert "staff@example.org" not in text(page(anonymous, "/"))
     assert "Sign in" in text(page(anonymous, "/"))
+
+
+def map_address(client) -> str:
+    soup = page(client, "/")
+    (tag,) = [t for t in soup.find_all("script", src=True) if "map=" in t["src"]]
+    return tag["src"]
+
+
+def test_another_processs_write_reaches_the_pages_within_the_stamp_interval(
+    app, client, monkeypatch
+):
+    from tracker.web import page_cache
+
+    before = map_address(client)
+    # A write this process did not make (another worker's): plain DB-API, no SQLAlchemy
+    # commit event in this process.
+    raw = app.extensions["engine"].raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(
+            "INSERT INTO batch (agency_id, channel, received_at, accepted, revised, unchanged)"
+            " VALUES ('eqc', 'api', '2026-01-01 00:00:00', 0, 0, 0)"
+        )
+        raw.commit()
+    finally:
+        raw.close()
+    monkeypatch.setattr(page_cache, "STAMP_SECONDS", 0.2)
+    assert map_address(client) == before  # read less than 0.2 s ago: not yet seen
+    time.sleep(0.25)
+    assert map_address(client) != before

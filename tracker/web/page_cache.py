@@ -14,14 +14,22 @@ be cached and compressed.
 Pages. `public_page` keeps the HTML of anonymous GET answers by (address, stamp, day).
 Anything personal stops it: a signed-in account, a pending flash, a CSRF token (a form)
 — those answers are built fresh each time.
+
+The stamp itself is read at most once every STAMP_SECONDS per process, and again right
+after any commit in this process: a cached page view then touches no database at all,
+a worker always sees its own writes, and another worker's write reaches the pages
+within a second (the API reads the database on every request, as before).
 """
 
 import functools
 import hashlib
+import time
 from collections.abc import Callable
 from datetime import date
 
 from flask import Response, abort, current_app, g, request, session, url_for
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from tracker.clock import city_timezone, today_in
 from tracker.db import get_session
@@ -32,19 +40,35 @@ from tracker.rollup.cache import LRU
 MAP_PARAM = "map"  # ?map=KIND asks a page for its map's script
 VERSION_PARAM = "v"
 YEAR = 365 * 24 * 3600
+STAMP_SECONDS = 1.0  # how long another process's write may take to reach the pages
 
 
 def init_app(app) -> None:
     app.extensions["map_cache"] = MapCache()
     app.extensions["page_cache"] = LRU(512)
+    app.extensions["stamp_memo"] = {}
     app.extensions["city_timezones"] = LRU(4)  # by stamp: only `tracker init` changes it
 
 
 def current_stamp() -> str:
-    """This request's data stamp (read once per request)."""
+    """This request's data stamp: re-read when this process committed anything since, or
+    when the last reading is over STAMP_SECONDS old."""
     if "data_stamp" not in g:
-        g.data_stamp = data_stamp(get_session())
+        memo = current_app.extensions["stamp_memo"]
+        commits, now = _commits, time.monotonic()  # taken before reading: a commit meanwhile counts
+        if memo.get("commits") != commits or now - memo.get("at", -STAMP_SECONDS) > STAMP_SECONDS:
+            memo.update(stamp=data_stamp(get_session()), at=now, commits=commits)
+        g.data_stamp = memo["stamp"]
     return g.data_stamp
+
+
+_commits = 0  # commits in this process, on any engine
+
+
+@event.listens_for(Engine, "commit")
+def _count_commit(_connection) -> None:
+    global _commits
+    _commits += 1
 
 
 def cached_map(kind: str, key: tuple, build: Callable[[], RenderedMap], tiles) -> RenderedMap:
