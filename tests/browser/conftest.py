@@ -268,3 +268,33 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if _saved:
         terminalreporter.write_sep("-", "browser screenshots")
         terminalreporter.write_line(f"{len(_saved)} saved in {SCREENSHOTS.relative_to(ROOT)}/")
+
+
+# --- the demo city's pages -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo_paths(live_server) -> dict[str, str]:
+    """The address of each main page for real ids of the demo city, read from its API."""
+    from browser_helpers import api, street_id
+
+    city = api(live_server, "/api/v1/rollup?place=christchurch")
+    result = city["results"][0]
+    node = result
+    while node["kind"] != "measure":
+        node = node["children"][0]
+    neighbourhood = "riccarton"
+    work = api(live_server, f"/api/v1/works?place={neighbourhood}")["features"][0]["properties"]
+    return {
+        "home": "/",
+        "search": "/search?q=riccarton",
+        "search-none": "/search?q=zzqx",
+        "street": f"/streets/{street_id(live_server, 'Riccarton Road')}",
+        "neighbourhood": f"/places/{neighbourhood}",
+        "city-place": f"/places/{city['place']['id']}",
+        "result": f"/results/{result['id']}",
+        "measure": f"/measures/{node['id']}",
+        "work": f"/works/{work['agency']}/{work['ref']}",
+        "agency": f"/agencies/{work['agency']}",
+        "feeds": "/feeds",
+    }
