@@ -127,10 +127,11 @@ def fit_all(page: Page, index: int = 0) -> None:
     )
 
 
-def focused(page: Page) -> dict:
-    """What has the keyboard focus, and whether a sighted user can see where it is."""
+def focused(page: Page, selector: str = "*") -> dict:
+    """What has the keyboard focus, whether a sighted user can see where it is, and whether
+    it matches `selector`."""
     return page.evaluate(
-        """() => {
+        """(selector) => {
             const element = document.activeElement;
             const style = getComputedStyle(element);
             return {
@@ -141,8 +142,10 @@ def focused(page: Page) -> dict:
                 visible: (style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0)
                     || style.boxShadow !== "none",
                 body: element === document.body,
+                matches: element.matches(selector),
             };
-        }"""
+        }""",
+        selector,
     )
 
 
@@ -151,10 +154,10 @@ def tab_to(page: Page, selector: str, *, limit: int = 60, seen: list | None = No
     way must show its focus. Returns the focused element's description."""
     for _ in range(limit):
         page.keyboard.press("Tab")
-        now = focused(page)
+        now = focused(page, selector)
         if seen is not None:
             seen.append(now)
         assert now["visible"], f"no visible focus indicator on {now}"
-        if page.evaluate("(s) => document.activeElement.matches(s)", selector):
+        if now["matches"]:
             return now
     raise AssertionError(f"{limit} presses of Tab never reached {selector}")

@@ -53,6 +53,7 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.xdist_group("browser"))  # one live server, one browser
 
 
 def _unavailable(message: str) -> None:
@@ -275,7 +276,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 @pytest.fixture(scope="session")
 def demo_paths(live_server) -> dict[str, str]:
-    """The address of each main page for real ids of the demo city, read from its API."""
+    """The address of each main page for real ids of the demo city, read from its API
+    (the city itself is `/`: /places/CITY redirects there)."""
     from browser_helpers import api, street_id
 
     city = api(live_server, "/api/v1/rollup?place=christchurch")
@@ -291,10 +293,10 @@ def demo_paths(live_server) -> dict[str, str]:
         "search-none": "/search?q=zzqx",
         "street": f"/streets/{street_id(live_server, 'Riccarton Road')}",
         "neighbourhood": f"/places/{neighbourhood}",
-        "city-place": f"/places/{city['place']['id']}",
         "result": f"/results/{result['id']}",
         "measure": f"/measures/{node['id']}",
         "work": f"/works/{work['agency']}/{work['ref']}",
         "agency": f"/agencies/{work['agency']}",
         "feeds": "/feeds",
+        "not-found": "/streets/no-such-street",
     }
