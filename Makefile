@@ -39,7 +39,8 @@ run: install  ## install, load the demo city, serve it on http://127.0.0.1:8000 
 test: install axe  ## install, lint, run every test (SQLite and PostgreSQL, and the browser)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	@# One worker per core; the browser tests share one worker (one demo city, one Chromium).
+	$(BIN)/pytest -n auto --dist loadgroup
 
 lint: install
 	$(BIN)/ruff check .
