@@ -54,3 +54,11 @@ def map_features(script: str) -> list[dict]:
         collection, _ = decoder.raw_decode(script, match.end())
         features.extend(collection["features"])
     return features
+
+
+def forget_pages(app) -> None:
+    """Drop the app's cached pages and maps, as the next day would (they are kept per
+    data stamp and day): for tests that age a row in place instead of waiting weeks."""
+    from tracker.web import page_cache
+
+    page_cache.init_app(app)

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 import yaml
-from page_helpers import map_features, map_scripts, page, store, text
+from page_helpers import forget_pages, map_features, map_scripts, page, store, text
 from sqlalchemy import select
 from sqlmodel import Session
 
@@ -79,6 +79,7 @@ def test_an_open_work_unchanged_for_eight_weeks_reads_status_unknown(app, client
         row.updated_at = datetime.now(UTC) - timedelta(weeks=9)
         session.add(row)
         session.commit()
+    forget_pages(app)
     soup = page(client, "/works/council/w1")
     lede = text(soup.select_one(".lede"))
     assert "Status unknown" in lede
@@ -101,6 +102,7 @@ def test_a_ref_with_slash_space_and_ampersand_resolves(app, client):
         row.ref = ref
         session.add(row)
         session.commit()
+    forget_pages(app)
     soup = page(client, work_url("council", ref))
     assert text(soup.h1) == f"Work {ref}"
     assert text(soup.select_one("#facts code")) == f"council/{ref}"

@@ -13,6 +13,7 @@ from tracker.feeds import feed_health
 from tracker.maps import WORK_STYLES, Area, WorkMark, build_map
 from tracker.rollup import app_cache, rollup, timeliness
 from tracker.vocabulary import WORK_STATUSES
+from tracker.web.page_cache import public_page
 from tracker.web.pages import cached_map, map_tiles, render_page, tree
 from tracker.works import (
     OPEN_STATUSES,
@@ -43,7 +44,11 @@ CHANNELS = {
 
 @bp.get("/agencies/<agency_id>")
 def agency(agency_id: str):
-    """An agency's outputs, measures, reporting timeliness, feeds and works."""
+    """An agency's outputs, measures, reporting timeliness, feeds and works.
+
+    Built on every view, unlike the other public pages: its feeds' latest runs change
+    without a stored batch (a failed run stores none), so the data stamp cannot key it.
+    """
     session = get_session()
     agency = find_agency(session, agency_id)
     after = request.args.get("after") or None
@@ -123,6 +128,7 @@ def _outputs(definitions) -> list[tuple[str, str | None]]:
 
 
 @bp.get("/works/<agency_id>/<path:ref>")
+@public_page
 def work(agency_id: str, ref: str):
     """One work: its status history, dates, place and location."""
     session = get_session()
