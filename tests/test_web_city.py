@@ -117,7 +117,9 @@ def test_works_by_agency_table_counts_each_status(app, client):
     assert [text(td) for td in row.find_all("td")] == ["2", "0", "1", "0"]
 
 
-@pytest.mark.parametrize(("url", "status"), [("/?result=nope", 404), ("/?dim.age=200", 400)])
+@pytest.mark.parametrize(
+    ("url", "status"), [("/?result=nope", 404), ("/?dim.age=200", 400), ("/?status=done", 400)]
+)
 def test_bad_filters_are_refused(client, url, status):
     assert client.get(url).status_code == status
 

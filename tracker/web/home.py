@@ -3,10 +3,11 @@
 import json
 from datetime import UTC, datetime
 
-from flask import Blueprint, abort, current_app, request
+from flask import Blueprint, current_app, request
 
 from tracker.agencies import agency_names
 from tracker.db import get_session
+from tracker.errors import NotFound, TrackerError
 from tracker.maps import STATUS_STYLES, WORK_STYLES, Area, WorkMark, build_map
 from tracker.places import list_places
 from tracker.rollup import app_cache, rollup
@@ -43,9 +44,11 @@ def index():
     city = rollup(session, place_id=city_id, on=None, cache=app_cache(current_app))
     results = [r for r in city.results if r.takes_part]
     chosen = request.args.get("result") or (results[0].id if results else None)
-    if chosen is not None and definitions.nodes.get(chosen, None) is None:
-        abort(404)
-    statuses = [s for s in request.args.getlist("status") if s in WORK_STATUSES]
+    if chosen is not None and chosen not in definitions.nodes:
+        raise NotFound(f"no result {chosen!r}")
+    statuses = request.args.getlist("status")
+    if unknown := [s for s in statuses if s not in WORK_STATUSES]:
+        raise TrackerError(f"unknown work status {unknown[0]!r}: one of {', '.join(WORK_STATUSES)}")
     places = list_places(session)
     neighbourhoods = [p for p in places if p["level"] == "neighbourhood"]
     rows = [_place_row(p, chosen) for p in neighbourhoods]
