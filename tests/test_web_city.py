@@ -4,7 +4,7 @@ import json
 import re
 
 import pytest
-from page_helpers import map_features, map_scripts, page, store, text
+from page_helpers import forget_pages, map_features, map_scripts, page, store, text
 
 HOSTILE = "<img src=x onerror=alert(1)>`${alert(2)}`\\"
 
@@ -118,7 +118,13 @@ def test_works_by_agency_table_counts_each_status(app, client):
 
 
 @pytest.mark.parametrize(
-    ("url", "status"), [("/?result=nope", 404), ("/?dim.age=200", 400), ("/?status=done", 400)]
+    ("url", "status"),
+    [
+        ("/?result=nope", 404),
+        ("/?result=homes-repaired", 404),  # a measure, not a result
+        ("/?dim.age=200", 400),
+        ("/?status=done", 400),
+    ],
 )
 def test_bad_filters_are_refused(client, url, status):
     assert client.get(url).status_code == status
@@ -212,3 +218,30 @@ def test_another_processs_write_reaches_the_pages_within_the_stamp_interval(
     assert map_address(client) == before  # the stamp was read less than its interval ago
     monkeypatch.setattr(page_cache, "STAMP_SECONDS", 0)
     assert map_address(client) != before  # its interval is over: read again
+
+
+def test_the_status_filter_is_the_status_as_shown(app, client):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlmodel import Session, select
+
+    from tracker.models import Work
+
+    store(app, "council", works=[work("fresh"), work("stale", lon=172.615)])
+    with Session(app.extensions["engine"]) as session:
+        row = session.scalar(select(Work).where(Work.ref == "stale"))
+        row.updated_at = datetime.now(UTC) - timedelta(weeks=9)
+        session.commit()
+    forget_pages(app)
+    planned = map_scripts(page(client, "/?status=planned"))[0]
+    unknown = map_scripts(page(client, "/?status=unknown"))[0]
+    assert "Work fresh" in planned and "Work stale" not in planned
+    assert "Work stale" in unknown and "Work fresh" not in unknown
+
+
+def test_the_same_query_in_another_order_is_the_same_cached_page(app, client):
+
+    page(client, "/?status=planned&status=complete")
+    cached = len(app.extensions["page_cache"]._entries)
+    page(client, "/?status=complete&status=planned")
+    assert len(app.extensions["page_cache"]._entries) == cached

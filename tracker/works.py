@@ -214,10 +214,11 @@ def shown_status_counts(session: Session, place_id: str, now: datetime) -> dict[
 
 
 def latest_works(
-    session: Session, *, statuses: Sequence[str] = (), limit: int = WORKS_PAGE_SIZE
+    session: Session, *, shown: Sequence[str] = (), now: datetime, limit: int = WORKS_PAGE_SIZE
 ) -> tuple[list[Work], int]:
-    """The most recently updated works, of `statuses` if given, and how many there are."""
-    condition = Work.status.in_(statuses) if statuses else true()
+    """The most recently updated works, of statuses as `shown` at `now` if given, and how
+    many there are."""
+    condition = shown_as(shown, now)
     total = session.scalar(select(func.count()).select_from(Work).where(condition))
     works = session.scalars(
         select(Work).where(condition).order_by(Work.updated_at.desc(), Work.id).limit(limit)

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, request
 
 from tracker.agencies import agency_names
 from tracker.db import get_session
-from tracker.errors import NotFound, TrackerError
+from tracker.errors import NotFound
 from tracker.maps import STATUS_STYLES, WORK_STYLES, Area, WorkMark, build_map
 from tracker.places import list_places
 from tracker.rollup import app_cache, rollup
@@ -21,6 +21,7 @@ from tracker.web.pages import (
     freshness,
     map_tiles,
     measures_below,
+    query_work_statuses,
     render_page,
     tree,
     urban_bounds,
@@ -44,17 +45,15 @@ def index():
     city = rollup(session, place_id=city_id, on=None, cache=app_cache(current_app))
     results = [r for r in city.results if r.takes_part]
     chosen = request.args.get("result") or (results[0].id if results else None)
-    if chosen is not None and chosen not in definitions.nodes:
+    if chosen is not None and chosen not in {r.id for r in results}:
         raise NotFound(f"no result {chosen!r}")
-    statuses = request.args.getlist("status")
-    if unknown := [s for s in statuses if s not in WORK_STATUSES]:
-        raise TrackerError(f"unknown work status {unknown[0]!r}: one of {', '.join(WORK_STATUSES)}")
+    statuses = query_work_statuses(request.args.getlist("status"))
     places = list_places(session)
     neighbourhoods = [p for p in places if p["level"] == "neighbourhood"]
     rows = [_place_row(p, chosen) for p in neighbourhoods]
     names = agency_names(session)
-    works, works_total = latest_works(session, statuses=statuses, limit=CITY_MAP_WORKS)
     now = datetime.now(UTC)
+    works, works_total = latest_works(session, shown=statuses, now=now, limit=CITY_MAP_WORKS)
 
     def build():
         return build_map(
@@ -109,6 +108,7 @@ def index():
         counts=counts,
         statuses=statuses,
         work_statuses=WORK_STATUSES,
+        shown_statuses=list(WORK_STYLES),
         works_shown=len(works),
         works_total=works_total,
         works_by_agency=works_by_agency_and_status(session),

@@ -47,7 +47,8 @@ def init_app(app) -> None:
     app.extensions["map_cache"] = MapCache()
     app.extensions["page_cache"] = LRU(512)
     app.extensions["stamp_memo"] = {}
-    app.extensions["city_timezones"] = LRU(4)  # by stamp: only `tracker init` changes it
+    # By stamp; only `tracker init` changes the timezone, but any write moves the stamp.
+    app.extensions["city_timezones"] = LRU(4)
 
 
 def current_stamp() -> str:
@@ -77,7 +78,9 @@ def cached_map(kind: str, key: tuple, build: Callable[[], RenderedMap], tiles) -
     stamp = current_stamp()
     cache: MapCache = current_app.extensions["map_cache"]
     name = "map_" + hashlib.sha256(repr((kind, key)).encode()).hexdigest()[:16]
-    rendered = cache.get_or_build((kind, key, stamp, tiles), lambda: build().renamed(name))
+    # Keyed by the city's day like the page: "status unknown" on the map moves with it.
+    entry = (kind, key, stamp, _city_today(), tiles)
+    rendered = cache.get_or_build(entry, lambda: build().renamed(name))
     if request.args.get(MAP_PARAM) == kind:
         abort(_script_response(rendered, current=request.args.get(VERSION_PARAM) == stamp))
     args = request.args.to_dict(flat=False) | {MAP_PARAM: kind, VERSION_PARAM: stamp}
@@ -110,7 +113,9 @@ def public_page(view):
         if request.method != "GET" or _personal():
             return view(**kwargs)
         cache: LRU = current_app.extensions["page_cache"]
-        key = (request.full_path, current_stamp(), _city_today())
+        # The query in a fixed order: ?a=1&b=2 and ?b=2&a=1 are one page.
+        query = tuple(sorted(request.args.items(multi=True)))
+        key = (request.path, query, current_stamp(), _city_today())
         html = cache.get(key)
         if html is not None:
             return Response(html, mimetype="text/html")

@@ -15,6 +15,7 @@ from flask import Flask, current_app, render_template
 from tracker.clock import city_timezone, local_time
 from tracker.db import get_session
 from tracker.demo import has_demo_data
+from tracker.errors import TrackerError
 from tracker.freshness import last_received
 from tracker.maps import STATUS_STYLES, WORK_STYLES, RenderedMap, Tiles
 from tracker.rollup import app_cache, load_definitions
@@ -140,6 +141,18 @@ def urban_bounds(places: list[dict]) -> list[float] | None:
 
 
 # --- query parameters ---------------------------------------------------------------------
+
+
+def query_work_statuses(values: list[str]) -> list[str]:
+    """A page's `?status=` filters: statuses as shown (tracker.maps.WORK_STYLES, "unknown"
+    included), blanks dropped; an unknown one is a TrackerError (400) naming it."""
+    statuses = [s for s in values if s]
+    for status in statuses:
+        if status not in WORK_STYLES:
+            raise TrackerError(
+                f"parameter 'status': {status!r} is not one of {', '.join(WORK_STYLES)}"
+            )
+    return statuses
 
 
 def query_date(text: str | None) -> date | None:

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, redirect, request, url_for
 from tracker.agencies import agency_names
 from tracker.clock import city_timezone, local_time
 from tracker.db import get_session
-from tracker.errors import NotFound, TrackerError
+from tracker.errors import NotFound
 from tracker.limits import EARLIEST_DATE, LATEST_DATE, WORKS_PAGE_SIZE
 from tracker.maps import STATUS_STYLES, WORK_STYLES, Area, WorkMark, build_map
 from tracker.places.search import place_geometry
@@ -22,6 +22,7 @@ from tracker.web.pages import (
     freshness,
     map_tiles,
     query_date,
+    query_work_statuses,
     render_page,
     tree,
 )
@@ -54,12 +55,7 @@ def place(place_id: str):
         chosen_figures is None or chosen_figures.kind != "result" or not chosen_figures.takes_part
     ):
         raise NotFound(f"no result {chosen!r} at {info.name}")
-    statuses = [s for s in request.args.getlist("status") if s]
-    for status in statuses:
-        if status not in WORK_STYLES:
-            raise TrackerError(
-                f"parameter 'status': {status!r} is not one of {', '.join(WORK_STYLES)}"
-            )
+    statuses = query_work_statuses(request.args.getlist("status"))
     after = request.args.get("after") or None
     now = datetime.now(UTC)
     works = works_in_place(session, place_id, after=after, limit=PAGE_SIZE, shown=statuses, now=now)

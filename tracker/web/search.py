@@ -11,11 +11,10 @@ from flask import Blueprint, current_app, redirect, request, url_for
 
 from tracker.db import get_session
 from tracker.errors import TrackerError
-from tracker.freshness import data_stamp
 from tracker.places import search_places, search_streets, street_names
 from tracker.rollup.definitions import TreeDef
 from tracker.text import search_key
-from tracker.web.page_cache import public_page
+from tracker.web.page_cache import current_stamp, public_page
 from tracker.web.pages import render_page, tree
 
 bp = Blueprint("search", __name__)
@@ -116,7 +115,7 @@ def _name_index() -> dict[str, str]:
     """{folded name: name} of every street and place, built once per data stamp and kept
     in the app (a search with no match should not read every street name again)."""
     session = get_session()
-    stamp = data_stamp(session)
+    stamp = current_stamp()
     cached = current_app.extensions.get("search_names")
     if cached is not None and cached[0] == stamp:
         return cached[1]
