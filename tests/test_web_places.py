@@ -428,3 +428,10 @@ def test_a_measures_problem_is_shown(app, client, loaded):
     shown = soup.select_one("#results [data-node='homes-repaired'] .problem")
     assert problem in text(shown)
     assert soup.select_one("#results [data-node='wellbeing-score'] .problem") is None
+
+
+@pytest.mark.parametrize("after", ["zzz", "/w1", "council/", "a/" + "x" * 300])
+def test_a_cursor_not_of_the_pages_own_links_is_refused(client, after):
+    response = client.get(f"/places/opawa?after={after}")
+    assert response.status_code == 400
+    assert "AGENCY/REF" in response.get_data(as_text=True)

@@ -8,13 +8,12 @@ from flask import Blueprint, current_app, request
 from tracker.agencies import find_agency, retired_measures
 from tracker.clock import city_timezone, local_time
 from tracker.db import get_session
-from tracker.errors import TrackerError
 from tracker.feeds import feed_health
 from tracker.maps import WORK_STYLES, Area, WorkMark, build_map
 from tracker.rollup import app_cache, rollup, timeliness
 from tracker.vocabulary import WORK_STATUSES
 from tracker.web.page_cache import public_page
-from tracker.web.pages import cached_map, map_tiles, render_page, tree
+from tracker.web.pages import cached_map, map_tiles, query_cursor, render_page, tree
 from tracker.works import (
     OPEN_STATUSES,
     STATUS_UNKNOWN_AFTER,
@@ -51,9 +50,7 @@ def agency(agency_id: str):
     """
     session = get_session()
     agency = find_agency(session, agency_id)
-    after = request.args.get("after") or None
-    if after is not None and len(after) > 100:
-        raise TrackerError("after must be the id of a work")
+    after = query_cursor(request.args.get("after"), with_agency=False)
     definitions = tree()
     cache = app_cache(current_app)
     now = datetime.now(UTC)

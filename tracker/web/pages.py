@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask, current_app, render_template
 
+from tracker.charts import plain_number
 from tracker.clock import city_timezone, local_time
 from tracker.db import get_session
 from tracker.demo import has_demo_data
@@ -77,7 +78,7 @@ def number(value: float | None, unit: str | None = None) -> str:
     """A value with thousands separators and its unit; "no data" when missing."""
     if value is None:
         return "no data"
-    text = f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:,.2f}"
+    text = plain_number(value)
     return f"{text} {unit}" if unit else text
 
 
@@ -153,6 +154,23 @@ def query_work_statuses(values: list[str]) -> list[str]:
                 f"parameter 'status': {status!r} is not one of {', '.join(WORK_STYLES)}"
             )
     return statuses
+
+
+MAX_REF = 100  # Work.ref's column size: an agency's own id for a work
+
+
+def query_cursor(value: str | None, *, with_agency: bool = True) -> str | None:
+    """A page's `?after=` cursor, as the page's own next links write it: AGENCY/REF (or
+    REF alone where the agency is the page's); None when absent or blank. Anything else
+    is a TrackerError (400)."""
+    if not value:
+        return None
+    agency, slash, ref = value.partition("/")
+    if with_agency and not (slash and agency and ref and len(value) <= 2 * MAX_REF + 1):
+        raise TrackerError("parameter 'after' must name a work as AGENCY/REF, as next links do")
+    if not with_agency and len(value) > MAX_REF:
+        raise TrackerError("parameter 'after' must be a work's id, as next links give it")
+    return value
 
 
 def query_date(text: str | None) -> date | None:

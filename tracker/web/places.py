@@ -21,6 +21,7 @@ from tracker.web.pages import (
     cached_map,
     freshness,
     map_tiles,
+    query_cursor,
     query_date,
     query_work_statuses,
     render_page,
@@ -56,7 +57,7 @@ def place(place_id: str):
     ):
         raise NotFound(f"no result {chosen!r} at {info.name}")
     statuses = query_work_statuses(request.args.getlist("status"))
-    after = request.args.get("after") or None
+    after = query_cursor(request.args.get("after"))
     now = datetime.now(UTC)
     works = works_in_place(session, place_id, after=after, limit=PAGE_SIZE, shown=statuses, now=now)
     counts = shown_status_counts(session, place_id, now)

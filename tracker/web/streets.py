@@ -8,18 +8,17 @@ from flask import Blueprint, current_app, request
 from tracker.agencies import agency_names
 from tracker.clock import city_timezone, local_time
 from tracker.db import get_session
-from tracker.errors import NotFound, TrackerError
+from tracker.errors import NotFound
 from tracker.maps import WORK_STYLES, Line, WorkMark, build_map
 from tracker.places import NEAR_STREET_M, street_detail
 from tracker.rollup import app_cache, rollup
 from tracker.web.page_cache import public_page
-from tracker.web.pages import cached_map, map_tiles, render_page, tree
+from tracker.web.pages import cached_map, map_tiles, query_cursor, render_page, tree
 from tracker.works import shown_status, street_distances, works_on_street_newest
 
 bp = Blueprint("streets", __name__)
 
 STREET_WORKS_PAGE = 25  # works listed (and mapped) per page: a phone's long scroll
-MAX_CURSOR = 201  # AGENCY/REF: 100 + 1 + 100 characters
 
 
 @bp.get("/streets/<street_id>")
@@ -30,9 +29,7 @@ def street(street_id: str):
     found = street_detail(session, street_id)
     if found is None:
         raise NotFound(f"no street {street_id!r}")
-    after = request.args.get("after") or None
-    if after is not None and (len(after) > MAX_CURSOR or "/" not in after):
-        raise TrackerError("after must name a work as AGENCY/REF, as the page's own links do")
+    after = query_cursor(request.args.get("after"))
     works_page = works_on_street_newest(session, street_id, after=after, limit=STREET_WORKS_PAGE)
     definitions = tree()
     places = [definitions.places[p] for p in found["places"] if p in definitions.places]
