@@ -42,3 +42,11 @@ def lon_lat(lon: Any, lat: Any) -> tuple[Point | None, str | None]:
         return Point(float(lon), float(lat)), None
     except (TypeError, ValueError):
         return None, f"lon and lat must be numbers: {lon!r}, {lat!r}"
+
+
+def point_on(geometry: BaseGeometry) -> Point:
+    """One point that stands for a geometry on a map: the middle of a line, a point inside
+    an area (a centroid can fall outside a bent street or a hollow area)."""
+    if geometry.geom_type in ("LineString", "MultiLineString"):
+        return geometry.interpolate(0.5, normalized=True)
+    return geometry.representative_point()

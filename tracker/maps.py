@@ -24,6 +24,7 @@ import shapely
 import shapely.geometry
 from folium.features import GeoJsonTooltip
 
+from tracker.geometry import point_on
 from tracker.rollup.cache import LRU
 
 # Pages include Leaflet from static/; Folium must not add its CDN links (a new list, not
@@ -294,12 +295,7 @@ def _simplified(geometry: Mapping[str, Any], tolerance: float) -> dict[str, Any]
 
 
 def _point_on(geometry: Mapping[str, Any]) -> dict[str, Any]:
-    shape = shapely.geometry.shape(geometry)
-    if shape.geom_type in ("LineString", "MultiLineString"):
-        point = shape.interpolate(0.5, normalized=True)
-    else:
-        point = shape.representative_point()
-    return shapely.geometry.mapping(point)
+    return shapely.geometry.mapping(point_on(shapely.geometry.shape(geometry)))
 
 
 def _rounded(coordinates: Any) -> Any:

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import shapely.geometry
 from sqlalchemy import and_, func, or_, select, true
 from sqlmodel import Session
 
 from tracker.errors import NotFound, TrackerError
+from tracker.geometry import point_on
 from tracker.limits import MAX_BBOX_DEGREES, WORKS_PAGE_SIZE
-from tracker.models import Place, Street, Work, WorkPlace, WorkStreet
+from tracker.models import Batch, Place, Street, Work, WorkPlace, WorkStatusChange, WorkStreet
 from tracker.places import NEAR_STREET_M  # noqa: F401  (what "on a street" means)
 
 
@@ -189,19 +191,23 @@ def shown_as(statuses: Sequence[str], now: datetime):
 
 
 def shown_status_counts(session: Session, place_id: str, now: datetime) -> dict[str, int]:
-    """{status as shown at `now`: number of works} for the works in the place (two grouped
-    counts: by stored status, and the open ones unchanged too long)."""
-    inside = _in_place(session, place_id)
-    counts = {
-        status: count
-        for status, count in session.execute(
-            select(Work.status, func.count()).where(inside).group_by(Work.status)
-        )
-    }
+    """{status as shown at `now`: number of works} for the works in the place."""
+    return _shown_counts(session, _in_place(session, place_id), now)
+
+
+def _shown_counts(session: Session, condition, now: datetime) -> dict[str, int]:
+    """{status as shown at `now`: number of works} for the works meeting `condition`, those
+    with none left out: two grouped counts, by stored status and of the open works
+    unchanged too long, which move to "unknown"."""
+    counts = dict(
+        session.execute(
+            select(Work.status, func.count()).where(condition).group_by(Work.status)
+        ).all()
+    )
     stale = session.execute(
         select(Work.status, func.count())
         .where(
-            inside,
+            condition,
             Work.status.in_(OPEN_STATUSES),
             Work.updated_at < now - STATUS_UNKNOWN_AFTER,
         )
@@ -260,8 +266,6 @@ def find_work(session: Session, agency_id: str, ref: str) -> Work:
 
 def status_history(session: Session, work_id: int) -> list[StatusChange]:
     """Every status the work has had, newest first, from its WorkStatusChange rows."""
-    from tracker.models import Batch, WorkStatusChange
-
     rows = session.execute(
         select(WorkStatusChange, Batch.channel)
         .join(Batch, Batch.id == WorkStatusChange.batch_id)
@@ -306,14 +310,8 @@ def work_streets(session: Session, work: Work) -> list[Street]:
 
 
 def point_on_work(work: Work) -> tuple[float, float]:
-    """(lon, lat) of a point on the work: the middle of a line, a point inside an area."""
-    import shapely.geometry
-
-    shape = shapely.geometry.shape(json.loads(work.geometry))
-    if shape.geom_type in ("LineString", "MultiLineString"):
-        point = shape.interpolate(0.5, normalized=True)
-    else:
-        point = shape.representative_point()
+    """(lon, lat) of a point on the work (`geometry.point_on`), to about 1 m."""
+    point = point_on(shapely.geometry.shape(json.loads(work.geometry)))
     return round(point.x, 5), round(point.y, 5)
 
 
@@ -323,21 +321,13 @@ def agency_works(
     """One page of the agency's works, most recently updated first; the cursor is the REF
     of the last work shown (a page starts after it). An unknown cursor is a TrackerError."""
     mine = Work.agency_id == agency_id
-    total = session.scalar(select(func.count()).select_from(Work).where(mine))
-    query = select(Work).where(mine).order_by(Work.updated_at.desc(), Work.id.desc())
+    last = None
     if after is not None:
-        last = session.scalar(select(Work).where(mine, Work.ref == after))
+        last = session.execute(select(Work.updated_at, Work.id).where(mine, Work.ref == after))
+        last = last.first()
         if last is None:
             raise TrackerError(f"after must be the id of one of {agency_id}'s works")
-        query = query.where(
-            or_(
-                Work.updated_at < last.updated_at,
-                and_(Work.updated_at == last.updated_at, Work.id < last.id),
-            )
-        )
-    works = list(session.scalars(query.limit(limit + 1)))
-    shown = works[:limit]
-    return WorksPage(shown, total, shown[-1].ref if len(works) > limit and shown else None)
+    return _newest_page(session, mine, last, limit, cursor=lambda work: work.ref)
 
 
 # --- a street's works, newest first ------------------------------------------------------
@@ -351,16 +341,27 @@ def works_on_street_newest(
     if session.get(Street, street_id) is None:
         raise NotFound(f"no street {street_id!r}")
     on = Work.id.in_(select(WorkStreet.work_id).where(WorkStreet.street_id == street_id))
-    total = session.scalar(select(func.count()).select_from(Work).where(on))
-    query = select(Work).where(on).order_by(Work.updated_at.desc(), Work.id.desc())
+    last = None
     if after is not None:
         agency_id, ref = _cursor_key(after)
-        cursor = session.execute(
+        last = session.execute(
             select(Work.updated_at, Work.id).where(on, Work.agency_id == agency_id, Work.ref == ref)
         ).first()
-        if cursor is None:
+        if last is None:
             raise TrackerError(f"after={after!r} names no work on this street")
-        updated_at, work_id = cursor
+    return _newest_page(
+        session, on, last, limit, cursor=lambda work: f"{work.agency_id}/{work.ref}"
+    )
+
+
+def _newest_page(session: Session, condition, last, limit: int, *, cursor) -> WorksPage:
+    """A page of the works meeting `condition`, most recently updated first (ties by id),
+    starting after the work whose (updated_at, id) is `last`; the next page's cursor is
+    `cursor(last work shown)`."""
+    total = session.scalar(select(func.count()).select_from(Work).where(condition))
+    query = select(Work).where(condition).order_by(Work.updated_at.desc(), Work.id.desc())
+    if last is not None:
+        updated_at, work_id = last
         query = query.where(
             or_(
                 Work.updated_at < updated_at,
@@ -368,7 +369,8 @@ def works_on_street_newest(
             )
         )
     works = list(session.scalars(query.limit(limit + 1)))
-    return _cut(works[:limit], total, more=len(works) > limit)
+    shown = works[:limit]
+    return WorksPage(shown, total, cursor(shown[-1]) if len(works) > limit and shown else None)
 
 
 def street_distances(session: Session, street_id: str, works: Sequence[Work]) -> dict[int, float]:
@@ -385,21 +387,8 @@ def street_distances(session: Session, street_id: str, works: Sequence[Work]) ->
 
 
 def agency_shown_counts(session: Session, agency_id: str, now: datetime) -> dict[str, int]:
-    """{status as shown at `now` (`shown_status`): number of works} for the agency's works:
-    its counts by stored status, with the open ones unchanged too long moved to "unknown"."""
-    mine = Work.agency_id == agency_id
-    counts = dict(
-        session.execute(select(Work.status, func.count()).where(mine).group_by(Work.status)).all()
-    )
-    stale = session.execute(
-        select(Work.status, func.count())
-        .where(mine, Work.status.in_(OPEN_STATUSES), Work.updated_at < now - STATUS_UNKNOWN_AFTER)
-        .group_by(Work.status)
-    )
-    for status, count in stale:
-        counts[status] -= count
-        counts["unknown"] = counts.get("unknown", 0) + count
-    return counts
+    """{status as shown at `now`: number of works} for the agency's works."""
+    return _shown_counts(session, Work.agency_id == agency_id, now)
 
 
 def main_place_names(session: Session, works: Sequence[Work]) -> dict[int, str]:

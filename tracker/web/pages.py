@@ -11,7 +11,9 @@ from fractions import Fraction
 from typing import Any
 
 from flask import Flask, current_app, render_template
+from pydantic import TypeAdapter, ValidationError
 
+from tracker.api.schemas import IsoDate
 from tracker.charts import plain_number
 from tracker.clock import city_timezone, local_time
 from tracker.db import get_session
@@ -173,19 +175,17 @@ def query_cursor(value: str | None, *, with_agency: bool = True) -> str | None:
     return value
 
 
+_ISO_DATE = TypeAdapter(IsoDate)
+
+
 def query_date(text: str | None) -> date | None:
     """A page's `?date=`: None when absent or blank (today), else the day by the same rule
     as /api/v1 (tracker.api.schemas.IsoDate: YYYY-MM-DD within the tracker's calendar);
     a bad one is a TrackerError (400) naming it."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from tracker.api.schemas import IsoDate
-    from tracker.errors import TrackerError
-
     if not text:
         return None
     try:
-        return TypeAdapter(IsoDate).validate_python(text)
+        return _ISO_DATE.validate_python(text)
     except ValidationError as exc:
         message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
         raise TrackerError(f"parameter 'date': {message}") from None
