@@ -8,23 +8,21 @@ from flask import Blueprint, current_app, request
 from tracker.agencies import agency_names
 from tracker.db import get_session
 from tracker.errors import NotFound
-from tracker.maps import STATUS_STYLES, WORK_STYLES, Area, WorkMark, build_map
+from tracker.maps import STATUS_STYLES, WORK_STYLES, WorkMark
 from tracker.places import list_places
 from tracker.rollup import app_cache, rollup
-from tracker.rollup.figures import Figures
 from tracker.vocabulary import WORK_STATUSES
 from tracker.web.page_cache import public_page
 from tracker.web.pages import (
-    CITY_SIMPLIFY_DEGREES,
     based_on,
     cached_map,
     freshness,
-    map_tiles,
     measures_below,
+    neighbourhood_row,
+    neighbourhoods_map,
     query_work_statuses,
     render_page,
     tree,
-    urban_bounds,
 )
 from tracker.works import latest_works, shown_status, works_by_agency_and_status
 
@@ -50,23 +48,14 @@ def index():
     statuses = query_work_statuses(request.args.getlist("status"))
     places = list_places(session)
     neighbourhoods = [p for p in places if p["level"] == "neighbourhood"]
-    rows = [_place_row(p, chosen) for p in neighbourhoods]
+    rows = [neighbourhood_row(definitions, p, chosen) for p in neighbourhoods]
     names = agency_names(session)
     now = datetime.now(UTC)
     works, works_total = latest_works(session, shown=statuses, now=now, limit=CITY_MAP_WORKS)
 
     def build():
-        return build_map(
-            areas=[
-                Area(
-                    id=row["id"],
-                    name=row["name"],
-                    geometry=row["geometry"],
-                    status=row["status"],
-                    summary=row["summary"],
-                )
-                for row in rows
-            ],
+        return neighbourhoods_map(
+            rows,
             works=[
                 WorkMark(
                     id=f"{w.agency_id}/{w.ref}",
@@ -77,10 +66,6 @@ def index():
                 )
                 for w in works
             ],
-            tiles=map_tiles(),
-            bounds=urban_bounds(neighbourhoods),
-            simplify=CITY_SIMPLIFY_DEGREES,
-            works_as_points=True,
             label=f"Map of the neighbourhoods by {definitions.nodes[chosen].title}"
             if chosen
             else "Map of the neighbourhoods",
@@ -122,28 +107,6 @@ def index():
         filtered=[m for r in filtered.results for m in measures_below(r)] if filtered else [],
         freshness=freshness,
     )
-
-
-def _place_row(place: dict, node_id: str | None) -> dict:
-    """One neighbourhood's figures for the chosen result, as the map and its table show."""
-    definitions = tree()
-    figures: Figures | None = None
-    if node_id is not None:
-        answer = rollup(get_session(), place_id=place["id"], on=None, cache=app_cache(current_app))
-        figures = answer.find(node_id)
-    if figures is None or not figures.takes_part:
-        status, summary = "no_data", "not measured here"
-    else:
-        status = figures.status
-        summary = based_on(figures, definitions, place["id"])
-    return {
-        "id": place["id"],
-        "name": place["name"],
-        "geometry": place["geometry"],
-        "figures": figures if figures is not None and figures.takes_part else None,
-        "status": status,
-        "summary": summary,
-    }
 
 
 def _dimension_filters(definitions) -> dict[str, list[str]]:

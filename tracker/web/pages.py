@@ -5,7 +5,7 @@ Pages read figures through `tracker.rollup`, exactly as /api/v1 does; the helper
 only say them in words (a percentage, a status, "based on 3 of 5 measures").
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from fractions import Fraction
 from typing import Any
@@ -20,8 +20,8 @@ from tracker.db import get_session
 from tracker.demo import has_demo_data
 from tracker.errors import TrackerError
 from tracker.freshness import last_received
-from tracker.maps import STATUS_STYLES, WORK_STYLES, RenderedMap, Tiles
-from tracker.rollup import app_cache, load_definitions
+from tracker.maps import STATUS_STYLES, WORK_STYLES, Area, RenderedMap, Tiles, WorkMark, build_map
+from tracker.rollup import app_cache, load_definitions, rollup
 from tracker.rollup.definitions import TreeDef
 from tracker.rollup.figures import Figures
 from tracker.web import page_cache
@@ -189,3 +189,60 @@ def query_date(text: str | None) -> date | None:
     except ValidationError as exc:
         message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
         raise TrackerError(f"parameter 'date': {message}") from None
+
+
+def neighbourhood_row(definitions: TreeDef, place: dict, node_id: str | None) -> dict[str, Any]:
+    """One neighbourhood's figures for a node, as the city-wide maps and tables show them
+    (the roll-up at that place, cached per data version); "no_data" where the node takes
+    no part there."""
+    figures = None
+    if node_id is not None:
+        answer = rollup(get_session(), place_id=place["id"], cache=app_cache(current_app))
+        figures = answer.find(node_id)
+        if figures is not None and not figures.takes_part:
+            figures = None
+    progress = figures.progress if figures else None
+    expected = figures.expected if figures else None
+    return {
+        "id": place["id"],
+        "name": place["name"],
+        "geometry": place["geometry"],
+        "label": place["label"],
+        "figures": figures,
+        "measured": figures is not None,
+        "status": figures.status if figures else "no_data",
+        "progress": progress,
+        "expected": expected,
+        "gap": expected - progress if progress is not None and expected is not None else None,
+        "coverage": figures.coverage if figures and progress is not None else None,
+        "summary": based_on(figures, definitions, place["id"]) if figures else "not measured here",
+    }
+
+
+def neighbourhoods_map(
+    rows: list[dict[str, Any]],
+    *,
+    label: str,
+    summary: Callable[[dict[str, Any]], str] = lambda row: row["summary"],
+    works: Sequence[WorkMark] = (),
+) -> RenderedMap:
+    """The whole city's neighbourhoods coloured by their rows' status (simplified, framed
+    on the built-up city), with `works` drawn as points on top."""
+    return build_map(
+        areas=[
+            Area(
+                id=row["id"],
+                name=row["name"],
+                geometry=row["geometry"],
+                status=row["status"],
+                summary=summary(row),
+            )
+            for row in rows
+        ],
+        works=works,
+        tiles=map_tiles(),
+        bounds=urban_bounds(rows),
+        simplify=CITY_SIMPLIFY_DEGREES,
+        works_as_points=True,
+        label=label,
+    )

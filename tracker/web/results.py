@@ -10,22 +10,21 @@ from tracker.agencies import agency_names
 from tracker.charts import Milestone, SeriesPoint, progress_chart, short_date
 from tracker.db import get_session
 from tracker.errors import NotFound, TrackerError
-from tracker.maps import STATUS_STYLES, Area, build_map
+from tracker.maps import STATUS_STYLES
 from tracker.places import list_places
 from tracker.rollup import app_cache, measure_series, rollup
 from tracker.rollup.definitions import TreeDef
 from tracker.web.page_cache import public_page
 from tracker.web.pages import (
-    CITY_SIMPLIFY_DEGREES,
     based_on,
     cached_map,
     freshness,
-    map_tiles,
+    neighbourhood_row,
+    neighbourhoods_map,
     number,
     percent,
     render_page,
     tree,
-    urban_bounds,
 )
 
 bp = Blueprint("results", __name__)
@@ -57,25 +56,11 @@ def result(node_id: str):
         raise NotFound(f"no result or output {node_id!r}")
     city = rollup(session, place_id=city_id, cache=app_cache(current_app)).find(node_id)
     neighbourhoods = [p for p in list_places(session) if p["level"] == "neighbourhood"]
-    rows = [_row(definitions, place, node_id) for place in neighbourhoods]
-    title = node.title
+    rows = [neighbourhood_row(definitions, place, node_id) for place in neighbourhoods]
 
     def build():
-        return build_map(
-            areas=[
-                Area(
-                    id=row["id"],
-                    name=row["name"],
-                    geometry=row["geometry"],
-                    status=row["status"],
-                    summary=_map_summary(row),
-                )
-                for row in rows
-            ],
-            tiles=map_tiles(),
-            bounds=urban_bounds(neighbourhoods),
-            simplify=CITY_SIMPLIFY_DEGREES,
-            label=f"Map of the neighbourhoods by {title}",
+        return neighbourhoods_map(
+            rows, summary=_map_summary, label=f"Map of the neighbourhoods by {node.title}"
         )
 
     rendered = cached_map("result", (node_id, definitions.today()), build)
@@ -100,29 +85,6 @@ def result(node_id: str):
         freshness=freshness,
         explain_url=url_for("api.get_explain", node=node_id, place=city_id),
     )
-
-
-def _row(definitions: TreeDef, place: dict, node_id: str) -> dict[str, Any]:
-    """One neighbourhood's figures for the node: None when it takes no part there."""
-    answer = rollup(get_session(), place_id=place["id"], cache=app_cache(current_app))
-    figures = answer.find(node_id)
-    if figures is None or not figures.takes_part:
-        figures = None
-    progress = figures.progress if figures else None
-    expected = figures.expected if figures else None
-    return {
-        "id": place["id"],
-        "name": place["name"],
-        "geometry": place["geometry"],
-        "figures": figures,
-        "measured": figures is not None,
-        "status": figures.status if figures else "no_data",
-        "progress": progress,
-        "expected": expected,
-        "gap": expected - progress if progress is not None and expected is not None else None,
-        "coverage": figures.coverage if figures and progress is not None else None,
-        "summary": based_on(figures, definitions, place["id"]) if figures else "not measured here",
-    }
 
 
 def _map_summary(row: dict[str, Any]) -> str:
