@@ -18,10 +18,6 @@ from tracker.api.spec import ENDPOINTS
 from tracker.auth import issue_token
 from tracker.models import AuditEvent, Batch, Observation, ObservationRevision, Work, WorkPlace
 
-# One worker runs the whole module (make test runs with -n auto --dist loadgroup): the
-# last test checks what the write tests before it saw.
-pytestmark = pytest.mark.xdist_group("hostile_properties")
-
 EXAMPLES = 200  # per test and backend
 TABLES = (Batch, Observation, ObservationRevision, Work, WorkPlace, AuditEvent)
 PROPERTY = settings(
