@@ -400,6 +400,30 @@ class Subscription(SQLModel, table=True):
     last_sent_at: datetime | None = None
 
 
+class OutboxMail(SQLModel, table=True):
+    """A mail waiting to be sent, or sent. Every mail goes through here (tracker/mail.py),
+    so a mail server that is down delays mail and loses none."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=30)  # confirm, digest, comment.published, report.new …
+    to_address: str = Field(max_length=254)
+    subject: str = Field(max_length=200)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    # Extra headers (List-Unsubscribe …) as {name: value}, checked like the subject.
+    headers: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    attempts: int = 0
+    sent_at: datetime | None = Field(default=None, index=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+# --- participation (issue 12): each part keeps its tables in its own block ---------------
+# comments, challenges and rate limits: migration 0011
+# alerts (subscriptions): migration 0012
+# problem reports and Open311 keys: migration 0013
+
+
 class AuditEvent(SQLModel, table=True):
     """Who changed what, through which channel, when: old -> new."""
 
