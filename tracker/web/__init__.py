@@ -12,6 +12,7 @@ def init_app(app: Flask) -> None:
         assets,
         auth,
         errors,
+        exports,
         feeds,
         home,
         pages,
@@ -34,4 +35,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(agency.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(feeds.bp)
+    app.register_blueprint(exports.bp)
     errors.init_app(app)

@@ -1,0 +1,116 @@
+"""Open-data exports under /exports/ (CONTRACT §8): streamed files, open to any origin.
+
+Every file is keyed by the data stamp (tracker.freshness): its ETag moves with every
+write, tree or place change, so a client or cache can revalidate cheaply and gets a 304
+while nothing changed.
+"""
+
+from collections.abc import Callable, Iterator
+
+from flask import Blueprint, Response, current_app, request, url_for
+from werkzeug.http import http_date
+
+from tracker import exports
+from tracker.clock import city_today
+from tracker.db import get_engine, get_session
+from tracker.demo import has_demo_data
+from tracker.freshness import data_stamp, last_received
+from tracker.rollup import app_cache
+from tracker.web.pages import query_date, render_page
+
+bp = Blueprint("exports", __name__, url_prefix="/exports")
+
+CSV = "text/csv"  # Flask adds "; charset=utf-8" to text types
+GEOJSON = "application/geo+json"
+JSON = "application/json"
+MAX_AGE = 300  # seconds a cache may keep a file before revalidating it
+
+
+@bp.get("/")
+def index():
+    """What each file holds, its licence and how to cite it."""
+    return render_page("public/exports.html", day=city_today(get_session()))
+
+
+@bp.get("/observations.csv")
+def observations():
+    """Every current value, with its revision count, agency, channel and time received."""
+    return _export("observations.csv", CSV, exports.observations_csv)
+
+
+@bp.get("/revisions.csv")
+def revisions():
+    """The change history: every value sent, with the one it replaced."""
+    return _export("revisions.csv", CSV, exports.revisions_csv)
+
+
+@bp.get("/rollup.csv")
+def rollup():
+    """Every node at every place on ?date= (default today in the city)."""
+    session = get_session()
+    on = query_date(request.args.get("date")) or city_today(session)
+    cache = app_cache(current_app)
+    return _export(
+        f"rollup-{on.isoformat()}.csv",
+        CSV,
+        lambda s: exports.rollup_csv(s, on=on, cache=cache),
+        variant=on.isoformat(),
+    )
+
+
+@bp.get("/places.geojson")
+def places():
+    """The city, its areas and neighbourhoods (RFC 7946)."""
+    return _export("places.geojson", GEOJSON, exports.places_geojson)
+
+
+@bp.get("/works.geojson")
+def works():
+    """Every located work (RFC 7946)."""
+    return _export("works.geojson", GEOJSON, exports.works_geojson)
+
+
+@bp.get("/datapackage.json")
+def datapackage():
+    """The Frictionless data package describing every export."""
+    base_url = url_for("exports.index", _external=True)
+    demo = has_demo_data(get_session())
+
+    def build(session) -> Iterator[str]:
+        yield exports.to_json(exports.datapackage(session, base_url=base_url, demo=demo)) + "\n"
+
+    return _export("datapackage.json", JSON, build)
+
+
+def _export(filename: str, mimetype: str, produce: Callable, *, variant: str = "") -> Response:
+    """Stream `produce(session)` as `filename`, or answer 304 when the client's copy is
+    current. The generator gets a session of its own, closed when streaming ends, and
+    needs nothing of the request (which has ended by then)."""
+    session = get_session()
+    etag = f"{data_stamp(session)}{'-' + variant if variant else ''}"
+    received = last_received(session)
+    headers = {
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Access-Control-Allow-Origin": "*",
+        "Cache-Control": f"public, max-age={MAX_AGE}",
+    }
+    if received is not None:
+        headers["Last-Modified"] = http_date(received)
+    # Flask-Compress appends ":br" (or another algorithm) to a strong ETag it compresses.
+    known = request.if_none_match.as_set(include_weak=True)
+    if any(tag == etag or tag.startswith(etag + ":") for tag in known):
+        response = Response(status=304, headers=headers)
+        response.set_etag(etag)
+        return response
+    engine = get_engine()
+
+    def body() -> Iterator[str]:
+        own = exports.export_session(engine)
+        try:
+            yield from produce(own)
+        finally:
+            own.close()
+
+    response = Response(body(), mimetype=mimetype, headers=headers)
+    response.set_etag(etag)
+    return response
