@@ -231,6 +231,53 @@ def agency_revoke(token_id: int) -> None:
 
 
 @main.group()
+def mail() -> None:
+    """The outbox: every mail the tracker sends waits there until sent."""
+
+
+@mail.command("send")
+def mail_send() -> None:
+    """Send the mail that is due now (the scheduler does this every minute)."""
+    from tracker.mail import deliver, outbox_counts
+
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        with _refusals():
+            sent = deliver(engine, settings)
+        with Session(engine) as session:
+            counts = outbox_counts(session)
+    finally:
+        engine.dispose()
+    click.echo(f"{sent} sent; {counts['queued']} queued, {counts['failed']} failed.")
+    if not settings.smtp_host:
+        click.echo("TRACKER_SMTP_HOST is not set: mail stays queued.")
+
+
+@main.group()
+def alerts() -> None:
+    """Email alerts for a place or street."""
+
+
+@alerts.command("digest")
+def alerts_digest() -> None:
+    """Queue the digests that are due and drop expired unconfirmed alerts."""
+    from tracker.alerts import run_digests
+
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        with _refusals():
+            result = run_digests(engine, settings)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{result.queued} digests queued, {result.quiet} with nothing new, "
+        f"{result.expired} unconfirmed alerts expired."
+    )
+
+
+@main.group()
 def user() -> None:
     """Staff accounts: agency staff and officials."""
 

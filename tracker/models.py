@@ -387,8 +387,8 @@ class Comment(SQLModel, table=True):
 
 
 class Subscription(SQLModel, table=True):
-    """A resident following a place or street by email (confirmed by a link). Written by
-    the email alerts still to come; a place rename already carries them along."""
+    """A resident following a place or street by email (tracker/alerts.py): confirmed by a
+    link, then a digest every TRACKER_ALERT_DIGEST_HOURS; unconfirmed ones expire."""
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=254, index=True)
@@ -418,6 +418,8 @@ class OutboxMail(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
+    # Given up on (a recipient refused for good, unsafe headers): kept, no longer sent.
+    failed_at: datetime | None = None  # migration 0012
 # --- participation (issue 12): each part keeps its tables in its own block ---------------
 # comments, challenges and rate limits: migration 0011
 # alerts (subscriptions): migration 0012

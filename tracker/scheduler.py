@@ -6,7 +6,9 @@ before the old one stops, two hosts), so jobs run only while this process holds 
 lease: the SchedulerLease row named "scheduler" (tracker.leases), taken atomically and
 renewed by a heartbeat. A second scheduler polls until the lease expires, then takes over.
 
-Jobs call what `tracker import FEED` calls (tracker.feeds.run_feeds). The tree is
+Jobs call what `tracker import FEED` calls (tracker.feeds.run_feeds); the mail job what
+`tracker mail send` calls (tracker.mail.deliver, every minute) and the alerts job what
+`tracker alerts digest` calls (tracker.alerts.run_digests, every five minutes). The tree is
 followed without a restart: a sync job re-reads the Feed rows, which `tracker init`
 stores from the tree, and adds, removes or reschedules jobs to match.
 """
@@ -45,6 +47,8 @@ class Timing:
     max_jitter: float = 120  # runs start up to this much late, so feeds due together spread
     misfire_grace: float = 600  # a run delayed longer than this (a stalled host) is skipped
 
+    mail: float = 60  # how often the outbox is sent (`tracker mail send`)
+    alerts: float = 300  # how often due alert digests are built (`tracker alerts digest`)
     @property
     def heartbeat(self) -> float:
         """Renew three times a lease, so one slow renewal does not lose it."""
@@ -82,6 +86,7 @@ class FeedScheduler:
         # APScheduler's shutdown(wait=True) holds its job-store lock while it waits for
         # running jobs, so a sync job still calling get_jobs()/add_job() then would wait
         # for shutdown and shutdown for it. _serve() sets _closing and waits for a running
+        self.settings = settings or Settings()
         # sync before shutting down; a sync starting after that does nothing.
         self._closing = threading.Event()
         self._sync_lock = threading.Lock()
@@ -135,6 +140,8 @@ class FeedScheduler:
             },
         )
         self._scheduler, self._schedules = scheduler, {}
+                # Mail waits on SMTP servers; neither feeds nor the heartbeat wait for it.
+                "mail": ThreadPoolExecutor(1),
         self._lost.clear()
         self._closing.clear()
         scheduler.add_job(
@@ -156,6 +163,13 @@ class FeedScheduler:
         with self._sync_lock:
             pass  # a sync under way has finished
         scheduler.shutdown(wait=True)
+        scheduler.add_job(
+            self._run_mail, "interval", seconds=self.timing.mail, id="mail", executor="mail"
+        )
+        scheduler.add_job(
+            self._run_alerts, "interval", seconds=self.timing.alerts, id="alerts",
+            executor="mail",
+        )  # fmt: skip
         self._scheduler = None
 
     def sync(self) -> None:
@@ -219,5 +233,29 @@ class FeedScheduler:
     def _lost_lease(self) -> None:
         """Another scheduler took over: stop running jobs and go back to waiting."""
         log.warning("scheduler %s lost the lease; waiting again", self.holder)
+    def _run_mail(self) -> None:
+        """The mail job: `tracker mail send`, if this process still holds the lease."""
+        from tracker.mail import deliver
+
+        if not take_lease(self.engine, LEASE_NAME, self.holder, self.timing.lease):
+            self._lost_lease()
+            return
+        try:
+            deliver(self.engine, self.settings)
+        except Exception:  # a database hiccup: the rows stay queued for the next run
+            log.exception("sending mail failed")
+
+    def _run_alerts(self) -> None:
+        """The alerts job: `tracker alerts digest`, if this process still holds the lease."""
+        from tracker.alerts import run_digests
+
+        if not take_lease(self.engine, LEASE_NAME, self.holder, self.timing.lease):
+            self._lost_lease()
+            return
+        try:
+            run_digests(self.engine, self.settings)
+        except Exception:
+            log.exception("building alert digests failed")
+
         self._lost.set()
         self._wake.set()

@@ -62,6 +62,32 @@ class Settings(BaseSettings):
         description="Attribution shown on every map for its tiles (HTML).",
     )
 
+    # --- mail and following an area (issue 12) ---
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The site's absolute base URL (scheme, host and any path prefix), for "
+        "the links in mail and feeds.",
+    )
+    smtp_host: str = Field(
+        default="", description="SMTP server for outgoing mail. Empty: mail stays queued."
+    )
+    smtp_port: int = Field(default=587, gt=0, lt=65536, description="SMTP server port.")
+    smtp_user: str = Field(default="", description="SMTP login; empty for none.")
+    smtp_password: str = Field(default="", description="SMTP password for `smtp_user`.")
+    smtp_starttls: bool = Field(
+        default=True, description="Upgrade the SMTP connection with STARTTLS before login."
+    )
+    mail_from: str = Field(
+        default="Rebuild tracker <noreply@localhost>",
+        description="The From address of every mail the tracker sends.",
+    )
+    alert_digest_hours: float = Field(
+        default=24,
+        gt=0,
+        description="How often an email alert's digest goes out, in hours (24: daily). "
+        "Nothing is sent for a period in which nothing changed.",
+    )
+
     def tile_origin(self) -> str | None:
         """scheme://host[:port] of `map_tiles`, for the CSP; None without tiles."""
         if not self.map_tiles:

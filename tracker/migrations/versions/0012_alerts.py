@@ -1,13 +1,13 @@
-"""alerts: (filled in by the alerts work of issue 12)
+"""alerts: subscriptions found by place and street; outbox rows can be given up on
 
 Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-02
 """
 
-import sqlalchemy as sa  # noqa: F401
-import sqlmodel  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
 
 
 revision = '0012'
@@ -17,8 +17,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table('outboxmail', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('failed_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
+    with op.batch_alter_table('subscription', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_subscription_place_id'), ['place_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_subscription_street_id'), ['street_id'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('subscription', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_subscription_street_id'))
+        batch_op.drop_index(batch_op.f('ix_subscription_place_id'))
+    with op.batch_alter_table('outboxmail', schema=None) as batch_op:
+        batch_op.drop_column('failed_at')
