@@ -226,7 +226,10 @@ def test_every_export_is_valid_against_the_data_package(filled, client, tmp_path
         "observations", "revisions", "rollup", "places", "works",
     ]  # fmt: skip
     assert package["licenses"][0]["name"] == "CC-BY-4.0"
-    assert {"Earthquake Commission", "City Council"} <= {s["title"] for s in package["sources"]}
+    assert {"title": "Earthquake Commission", "path": "http://localhost/agencies/eqc"} in (
+        package["sources"]
+    )
+    assert "City Council" in {s["title"] for s in package["sources"]}
     assert any("Statistics New Zealand" in s.get("description", "") for s in package["sources"])
     for resource in package["resources"]:
         if resource["format"] == "csv":
@@ -245,6 +248,18 @@ def test_a_wrong_type_in_a_file_fails_the_validation(filled, client, tmp_path):
     report = frictionless.validate(folder / "datapackage.json")
     assert not report.valid
     assert "type-error" in {error.type for task in report.tasks for error in task.errors}
+
+
+def test_a_value_outside_its_constraints_fails_the_validation(filled, client, tmp_path):
+    folder = download_all(client, tmp_path)
+    path = folder / "rollup.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, lines[1]]) + "\n")  # one (place, node) twice
+    path = folder / "revisions.csv"
+    path.write_text(path.read_text().replace(",api,", ",fax,", 1))
+    report = frictionless.validate(folder / "datapackage.json")
+    found = {(task.name, error.type) for task in report.tasks for error in task.errors}
+    assert found == {("rollup", "primary-key"), ("revisions", "constraint-error")}
 
 
 def test_nothing_private_is_exported(filled, client, tmp_path):
@@ -422,12 +437,33 @@ def test_each_file_has_its_type_a_filename_open_cors_and_an_etag(
     assert changed.get_data()
 
 
+def test_every_file_answers_before_any_value_arrives(app, client, tmp_path):
+    folder = download_all(client, tmp_path)
+    assert frictionless.validate(folder / "datapackage.json").valid
+    assert (folder / "observations.csv").read_text().count("\n") == 1  # the header alone
+    response = client.get("/exports/observations.csv")
+    assert "Last-Modified" not in response.headers and response.get_data()
+
+
 def test_the_index_page_describes_each_file_and_the_footer_links_it(filled, client):
     page = client.get("/exports/").get_data(as_text=True)
     for name in (*FILES, "datapackage.json"):
         assert f"/exports/{name}" in page
     assert "CC BY 4.0" in page and "How to cite" in page and "Statistics New Zealand" in page
     assert 'href="/exports/"' in client.get("/").get_data(as_text=True)
+
+
+def test_the_benchmark_still_reads_every_file(filled):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "exports.py"
+    spec = importlib.util.spec_from_file_location("bench_exports", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name in bench.FILES:
+        figures = bench.read(filled, name)
+        assert figures["bytes"] > 0 and figures["gzip"] > 0 and figures["seconds"] >= 0
 
 
 # --- streaming -------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Iterator
+import typing
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ from sqlalchemy import Engine, literal, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
+from tracker.api.schemas import Status
 from tracker.clock import utc_iso
 from tracker.models import (
     Agency,
@@ -42,6 +44,7 @@ from tracker.models import (
     every_revision,
 )
 from tracker.rollup import RollupCache, load_definitions, rollup
+from tracker.vocabulary import BATCH_CHANNELS
 from tracker.works import work_features
 
 CHUNK = 1000  # rows read from the database at a time
@@ -403,9 +406,12 @@ def works_geojson(session: Session) -> Iterator[str]:
 # --- datapackage.json ---------------------------------------------------------------------
 
 
-def datapackage(session: Session, *, base_url: str, demo: bool) -> dict[str, Any]:
+def datapackage(
+    session: Session, *, base_url: str, agency_url: Callable[[str], str], demo: bool
+) -> dict[str, Any]:
     """The Frictionless data package (v1) describing every export, with the licence and
-    the sources' attributions. `base_url` is the address of /exports/ (for `homepage`)."""
+    the sources' attributions. `base_url` is the address of /exports/ (for `homepage`),
+    `agency_url(id)` that of an agency's page."""
     names = dimension_names(session)
     city = session.execute(select(Place.id, Place.name).where(Place.level == "city")).first()
     agencies = session.execute(
@@ -431,10 +437,7 @@ def datapackage(session: Session, *, base_url: str, demo: bool) -> dict[str, Any
         "description": description,
         "homepage": base_url,
         "licenses": [LICENCE],
-        "sources": [
-            {"title": name, "path": f"{base_url.rstrip('/').rsplit('/', 1)[0]}/agencies/{aid}"}
-            for aid, name in agencies
-        ]
+        "sources": [{"title": name, "path": agency_url(agency_id)} for agency_id, name in agencies]
         + [BOUNDARIES_SOURCE, STREETS_SOURCE],
         "resources": [
             _csv_resource(
@@ -455,6 +458,7 @@ def datapackage(session: Session, *, base_url: str, demo: bool) -> dict[str, Any
                 "day (rollup.csv?date=YYYY-MM-DD; default today in the city), as "
                 "/api/v1/rollup gives them.",
                 _fields(ROLLUP_FIELDS, []),
+                key=["place", "node"],
             ),
             {
                 "profile": "data-resource",
@@ -486,12 +490,46 @@ def datapackage(session: Session, *, base_url: str, demo: bool) -> dict[str, Any
     }
 
 
+# Table Schema constraints, by column name (a name means the same in every file).
+_REQUIRED = {"required": True}
+_SHARE = {"minimum": 0, "maximum": 1}
+CONSTRAINTS: dict[str, dict[str, Any]] = {
+    "measure": _REQUIRED,
+    "place": _REQUIRED,
+    "date": _REQUIRED,
+    "node": _REQUIRED,
+    "agency": _REQUIRED,
+    "received_at": _REQUIRED,
+    "first_received_at": _REQUIRED,
+    "batch": _REQUIRED,
+    "revisions": {"required": True, "minimum": 1},
+    "revision": {"required": True, "minimum": 1},
+    "channel": {"required": True, "enum": list(BATCH_CHANNELS)},
+    "change": {"required": True, "enum": ["created", "revised", "retracted"]},
+    "kind": {"required": True, "enum": ["result", "output", "measure"]},
+    "place_level": {"required": True, "enum": ["city", "area", "neighbourhood"]},
+    "status": {"required": True, "enum": list(typing.get_args(Status))},
+    "progress": _SHARE,
+    "expected": _SHARE,
+    "coverage": _SHARE,
+}
+
+
 def _fields(fields, dims: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    described = [{"name": name, "type": kind, "description": text} for name, kind, text in fields]
+    described = [
+        {"name": name, "type": kind, "description": text}
+        | ({"constraints": CONSTRAINTS[name]} if name in CONSTRAINTS else {})
+        for name, kind, text in fields
+    ]
     return described[:3] + dims + described[3:] if dims else described
 
 
-def _csv_resource(name: str, description: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
+def _csv_resource(
+    name: str, description: str, fields: list[dict[str, Any]], key: list[str] | None = None
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"fields": fields, "missingValues": [""]}
+    if key:
+        schema["primaryKey"] = key
     return {
         "profile": "tabular-data-resource",
         "name": name,
@@ -501,7 +539,7 @@ def _csv_resource(name: str, description: str, fields: list[dict[str, Any]]) -> 
         "encoding": "utf-8",
         "description": description,
         "dialect": {"delimiter": ",", "doubleQuote": True, "header": True},
-        "schema": {"fields": fields, "missingValues": [""]},
+        "schema": schema,
     }
 
 

@@ -6,6 +6,7 @@ while nothing changed.
 """
 
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, request, url_for
 from werkzeug.http import http_date
@@ -75,9 +76,15 @@ def datapackage():
     """The Frictionless data package describing every export."""
     base_url = url_for("exports.index", _external=True)
     demo = has_demo_data(get_session())
+    # The generator runs after the request, where url_for cannot: build the addresses here.
+    agencies = url_for("agencies.agency", agency_id="-", _external=True).removesuffix("/-")
+
+    def agency_url(agency_id: str) -> str:
+        return f"{agencies}/{quote(agency_id, safe='')}"
 
     def build(session) -> Iterator[str]:
-        yield exports.to_json(exports.datapackage(session, base_url=base_url, demo=demo)) + "\n"
+        package = exports.datapackage(session, base_url=base_url, agency_url=agency_url, demo=demo)
+        yield exports.to_json(package) + "\n"
 
     return _export("datapackage.json", JSON, build)
 
