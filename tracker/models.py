@@ -392,8 +392,10 @@ class Subscription(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=254, index=True)
-    place_id: str | None = Field(default=None, foreign_key="place.id")
-    street_id: str | None = Field(default=None, foreign_key="street.id")
+    place_id: str | None = Field(default=None, foreign_key="place.id", index=True)
+    street_id: str | None = Field(default=None, foreign_key="street.id", index=True)
+    # A random nonce, part of every signed link for this row (confirm, unsubscribe), so a
+    # link outlives neither its row nor a row that later reuses the id. Migration 0012.
     token_hash: str = Field(unique=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     confirmed_at: datetime | None = None
@@ -416,10 +418,10 @@ class OutboxMail(SQLModel, table=True):
     attempts: int = 0
     sent_at: datetime | None = Field(default=None, index=True)
     last_error: str | None = Field(default=None, sa_column=Column(Text))
-
-
     # Given up on (a recipient refused for good, unsafe headers): kept, no longer sent.
     failed_at: datetime | None = None  # migration 0012
+
+
 # --- participation (issue 12): each part keeps its tables in its own block ---------------
 # comments, challenges and rate limits: migration 0011
 # alerts (subscriptions): migration 0012
