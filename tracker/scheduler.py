@@ -31,6 +31,7 @@ from tracker.errors import TrackerError
 from tracker.feeds import city_timezone, every_interval, feed_trigger, next_due, run_feeds
 from tracker.leases import live_lease, release_lease, take_lease
 from tracker.models import Feed, FeedRun, SchedulerLease, utcnow
+from tracker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,9 @@ class Timing:
     sync: float = 60  # how often the Feed rows are re-read
     max_jitter: float = 120  # runs start up to this much late, so feeds due together spread
     misfire_grace: float = 600  # a run delayed longer than this (a stalled host) is skipped
-
     mail: float = 60  # how often the outbox is sent (`tracker mail send`)
     alerts: float = 300  # how often due alert digests are built (`tracker alerts digest`)
+
     @property
     def heartbeat(self) -> float:
         """Renew three times a lease, so one slow renewal does not lose it."""
@@ -76,8 +77,16 @@ def lease_holder(session: Session, *, now: datetime | None = None) -> SchedulerL
 class FeedScheduler:
     """Waits for the lease, then runs feed jobs until stopped or the lease is lost."""
 
-    def __init__(self, engine: Engine, *, holder: str | None = None, timing: Timing = Timing()):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        holder: str | None = None,
+        timing: Timing = Timing(),
+        settings: Settings | None = None,
+    ):
         self.engine = engine
+        self.settings = settings or Settings()
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.timing = timing
         self._stop = threading.Event()  # stop() was called
@@ -86,7 +95,6 @@ class FeedScheduler:
         # APScheduler's shutdown(wait=True) holds its job-store lock while it waits for
         # running jobs, so a sync job still calling get_jobs()/add_job() then would wait
         # for shutdown and shutdown for it. _serve() sets _closing and waits for a running
-        self.settings = settings or Settings()
         # sync before shutting down; a sync starting after that does nothing.
         self._closing = threading.Event()
         self._sync_lock = threading.Lock()
@@ -132,6 +140,8 @@ class FeedScheduler:
                 "default": ThreadPoolExecutor(1 if sqlite else 4),
                 # The heartbeat never queues behind a long feed run.
                 "control": ThreadPoolExecutor(1),
+                # Mail waits on SMTP servers; neither feeds nor the heartbeat wait for it.
+                "mail": ThreadPoolExecutor(1),
             },
             job_defaults={
                 "coalesce": True,
@@ -140,8 +150,6 @@ class FeedScheduler:
             },
         )
         self._scheduler, self._schedules = scheduler, {}
-                # Mail waits on SMTP servers; neither feeds nor the heartbeat wait for it.
-                "mail": ThreadPoolExecutor(1),
         self._lost.clear()
         self._closing.clear()
         scheduler.add_job(
@@ -155,6 +163,13 @@ class FeedScheduler:
             self.sync, "interval", seconds=self.timing.sync, id="sync", executor="control",
             next_run_time=utcnow(),
         )  # fmt: skip
+        scheduler.add_job(
+            self._run_mail, "interval", seconds=self.timing.mail, id="mail", executor="mail"
+        )
+        scheduler.add_job(
+            self._run_alerts, "interval", seconds=self.timing.alerts, id="alerts",
+            executor="mail",
+        )  # fmt: skip
         scheduler.start()
         while not (self._stop.is_set() or self._lost.is_set()):
             self._wake.wait()
@@ -163,13 +178,6 @@ class FeedScheduler:
         with self._sync_lock:
             pass  # a sync under way has finished
         scheduler.shutdown(wait=True)
-        scheduler.add_job(
-            self._run_mail, "interval", seconds=self.timing.mail, id="mail", executor="mail"
-        )
-        scheduler.add_job(
-            self._run_alerts, "interval", seconds=self.timing.alerts, id="alerts",
-            executor="mail",
-        )  # fmt: skip
         self._scheduler = None
 
     def sync(self) -> None:
@@ -225,14 +233,6 @@ class FeedScheduler:
         except TrackerError as exc:  # the feed left the tree since the last sync
             log.warning("feed %s: %s", feed_id, exc.message)
 
-    def _heartbeat(self) -> None:
-        """Renew the lease; wake _serve() when it is lost."""
-        if not take_lease(self.engine, LEASE_NAME, self.holder, self.timing.lease):
-            self._lost_lease()
-
-    def _lost_lease(self) -> None:
-        """Another scheduler took over: stop running jobs and go back to waiting."""
-        log.warning("scheduler %s lost the lease; waiting again", self.holder)
     def _run_mail(self) -> None:
         """The mail job: `tracker mail send`, if this process still holds the lease."""
         from tracker.mail import deliver
@@ -257,5 +257,13 @@ class FeedScheduler:
         except Exception:
             log.exception("building alert digests failed")
 
+    def _heartbeat(self) -> None:
+        """Renew the lease; wake _serve() when it is lost."""
+        if not take_lease(self.engine, LEASE_NAME, self.holder, self.timing.lease):
+            self._lost_lease()
+
+    def _lost_lease(self) -> None:
+        """Another scheduler took over: stop running jobs and go back to waiting."""
+        log.warning("scheduler %s lost the lease; waiting again", self.holder)
         self._lost.set()
         self._wake.set()
