@@ -437,6 +437,22 @@ def test_each_file_has_its_type_a_filename_open_cors_and_an_etag(
     assert changed.get_data()
 
 
+def test_a_compressed_file_streams_and_its_etag_still_revalidates(filled, client):
+    import brotli
+
+    plain = client.get("/exports/observations.csv").get_data()
+    response = client.get("/exports/observations.csv", headers={"Accept-Encoding": "br"})
+    assert response.headers["Content-Encoding"] == "br"
+    assert response.is_streamed
+    assert brotli.decompress(response.get_data()) == plain
+    etag = response.headers["ETag"]
+    assert etag.endswith(':br"')
+    again = client.get(
+        "/exports/observations.csv", headers={"Accept-Encoding": "br", "If-None-Match": etag}
+    )
+    assert again.status_code == 304
+
+
 def test_every_file_answers_before_any_value_arrives(app, client, tmp_path):
     folder = download_all(client, tmp_path)
     assert frictionless.validate(folder / "datapackage.json").valid

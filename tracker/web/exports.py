@@ -17,6 +17,7 @@ from tracker.db import get_engine, get_session
 from tracker.demo import has_demo_data
 from tracker.freshness import data_stamp, last_received
 from tracker.rollup import app_cache
+from tracker.web.page_cache import public_page
 from tracker.web.pages import query_date, render_page
 
 bp = Blueprint("exports", __name__, url_prefix="/exports")
@@ -28,6 +29,7 @@ MAX_AGE = 300  # seconds a cache may keep a file before revalidating it
 
 
 @bp.get("/")
+@public_page
 def index():
     """What each file holds, its licence and how to cite it."""
     return render_page("public/exports.html", day=city_today(get_session()))
