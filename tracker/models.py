@@ -428,6 +428,15 @@ class OutboxMail(SQLModel, table=True):
 # problem reports and Open311 keys: migration 0013
 
 
+class ResidentKey(SQLModel, table=True):
+    """The key of a resident's "your data" link (/me/KEY, tracker/residents.py), stored
+    as its SHA-256 with the email it opens. Migration 0012."""
+
+    key_hash: str = Field(primary_key=True, max_length=64)
+    email: str = Field(max_length=254, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class AuditEvent(SQLModel, table=True):
     """Who changed what, through which channel, when: old -> new."""
 

@@ -14,6 +14,7 @@ def init_app(app: Flask) -> None:
         errors,
         exports,
         feeds,
+        follow,
         home,
         pages,
         places,
@@ -36,4 +37,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(admin.bp)
     app.register_blueprint(feeds.bp)
     app.register_blueprint(exports.bp)
+    app.register_blueprint(follow.bp)
     errors.init_app(app)

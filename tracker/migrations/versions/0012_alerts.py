@@ -1,4 +1,4 @@
-"""alerts: subscriptions found by place and street; outbox rows can be given up on
+"""alerts: subscriptions found by place and street; outbox rows can be given up on; residents' "your data" keys
 
 Revision ID: 0012
 Revises: 0011
@@ -17,6 +17,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('residentkey',
+    sa.Column('key_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('email', sqlmodel.sql.sqltypes.AutoString(length=254), nullable=False),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('key_hash')
+    )
+    with op.batch_alter_table('residentkey', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_residentkey_email'), ['email'], unique=False)
     with op.batch_alter_table('outboxmail', schema=None) as batch_op:
         batch_op.add_column(sa.Column('failed_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
     with op.batch_alter_table('subscription', schema=None) as batch_op:
@@ -30,3 +38,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_subscription_place_id'))
     with op.batch_alter_table('outboxmail', schema=None) as batch_op:
         batch_op.drop_column('failed_at')
+    with op.batch_alter_table('residentkey', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_residentkey_email'))
+    op.drop_table('residentkey')
