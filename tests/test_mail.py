@@ -229,3 +229,27 @@ def _cli():
     from tracker.cli import main
 
     return main
+
+
+def test_the_scheduler_sends_the_outbox_as_tracker_mail_send_does(loaded, mail_settings, smtp):
+    import threading
+    import time
+
+    from tracker.scheduler import FeedScheduler, Timing
+
+    engine = loaded[0]
+    _queue(engine, 2)
+    timing = Timing(lease=1.5, sync=0.3, max_jitter=0, mail=0.2, alerts=0.2)
+    scheduler = FeedScheduler(engine, holder="mail-test", timing=timing, settings=mail_settings)
+    thread = threading.Thread(target=scheduler.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 8
+        while len(smtp.inbox.messages) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scheduler.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert sorted(m["Subject"] for _to, m in smtp.inbox.messages) == ["Mail 0", "Mail 1"]
+    assert all(row.sent_at is not None for row in _rows(engine))
