@@ -15,8 +15,10 @@ from tracker.vocabulary import AuditChannel
 class AuditQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    measure: str | None = Field(None, max_length=100, description="a measure id")
-    place: str | None = Field(None, max_length=100, description="a place id")
+    measure: str | None = Field(
+        None, max_length=100, description="a measure id", examples=["homes-repaired"]
+    )
+    place: str | None = Field(None, max_length=100, description="a place id", examples=["opawa"])
     limit: int = Field(200, ge=1, le=5000, description="at most this many changes, newest first")
 
 
@@ -43,6 +45,7 @@ class AuditEntry(BaseModel):
     response=list[AuditEntry],
     errors=(401, 403),
     tags=("audit",),
+    auth="officialSession",
 )
 def audit(query: AuditQuery):
     """Every accepted change, newest first: who, through which channel, when, old → new.

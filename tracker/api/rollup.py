@@ -53,6 +53,7 @@ def get_rollup(query: RollupQuery):
     response=list[SeriesPoint],
     errors=(404,),
     tags=("rollup",),
+    path_examples={"measure_id": "homes-repaired"},
 )
 def get_series(measure_id: str, query: SeriesQuery):
     """A measure's value at a place on every date one of its neighbourhoods reported."""

@@ -4,7 +4,15 @@ import datetime
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from tracker.limits import date_problem
 from tracker.vocabulary import BatchChannel, Frequency
@@ -42,6 +50,7 @@ class StreetsQuery(Strict):
         max_length=200,
         description="Words that must each start a word of the street's name; case and "
         "macrons are ignored",
+        examples=["opawa rd"],
     )
 
 
@@ -69,7 +78,17 @@ def _within_calendar(value: datetime.date) -> datetime.date:
 
 
 IsoDate = Annotated[
-    datetime.date, BeforeValidator(_iso_date_text), AfterValidator(_within_calendar)
+    datetime.date,
+    BeforeValidator(_iso_date_text),
+    AfterValidator(_within_calendar),
+    # The calendar's years (tracker.limits) in the document too: 1900-01-01 to 2199-12-31.
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date",
+            "pattern": "^(19[0-9]{2}|2[01][0-9]{2})-[0-9]{2}-[0-9]{2}$",
+        }
+    ),
 ]
 Status = Literal["complete", "on_track", "at_risk", "off_track", "no_target", "no_data"]
 
@@ -79,9 +98,13 @@ class RollupQuery(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    place: str | None = Field(None, max_length=100, description="Place id; default: the city")
+    place: str | None = Field(
+        None, max_length=100, description="Place id; default: the city", examples=["opawa"]
+    )
     date: IsoDate | None = Field(
-        None, description="Observations dated on or before this day count; default: today"
+        None,
+        description="Observations dated on or before this day count; default: today",
+        examples=["2014-12-31"],
     )
 
     @model_validator(mode="after")
@@ -149,7 +172,9 @@ class RollupAnswer(BaseModel):
 
 
 class SeriesQuery(Strict):
-    place: str | None = Field(None, max_length=100, description="Place id; default: the city")
+    place: str | None = Field(
+        None, max_length=100, description="Place id; default: the city", examples=["opawa"]
+    )
 
 
 class SeriesPoint(BaseModel):
@@ -161,9 +186,13 @@ class SeriesPoint(BaseModel):
 
 
 class ExplainQuery(Strict):
-    node: str = Field(max_length=100, description="Result, output or measure id")
-    place: str | None = Field(None, max_length=100, description="Place id; default: the city")
-    date: IsoDate | None = Field(None, description="Default: today")
+    node: str = Field(
+        max_length=100, description="Result, output or measure id", examples=["homes-repaired"]
+    )
+    place: str | None = Field(
+        None, max_length=100, description="Place id; default: the city", examples=["opawa"]
+    )
+    date: IsoDate | None = Field(None, description="Default: today", examples=["2014-12-31"])
 
 
 class ExplainFiguresBase(BaseModel):
@@ -257,7 +286,7 @@ class ExplainAnswer(BaseModel):
 
 
 class TimelinessQuery(Strict):
-    agency: str = Field(max_length=100, description="Agency id")
+    agency: str = Field(max_length=100, description="Agency id", examples=["eqc"])
 
 
 class TimelinessRow(BaseModel):

@@ -63,6 +63,9 @@ class Endpoint:
     status: int = 200
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
+    auth: str | None = None
+    body_example: Any = None
+    path_examples: dict[str, str] = field(default_factory=dict)
     adapter: TypeAdapter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,8 +88,14 @@ def endpoint(
     status: int = 200,
     errors: tuple[int, ...] = (),
     tags: tuple[str, ...] = (),
+    auth: str | None = None,
+    body_example: Any = None,
+    path_examples: dict[str, str] | None = None,
 ) -> Callable:
-    """Register a typed route on `blueprint`; the view's docstring is its summary."""
+    """Register a typed route on `blueprint`; the view's docstring is its summary.
+
+    `auth` names the scheme of SECURITY_SCHEMES a request must carry; `body_example` is a
+    request body shown in the document (and on /api/docs)."""
 
     def decorator(view: Callable) -> Callable:
         doc = (view.__doc__ or "").strip()
@@ -103,6 +112,9 @@ def endpoint(
             status=status,
             errors=errors,
             tags=tags,
+            auth=auth,
+            body_example=body_example,
+            path_examples=path_examples or {},
         )
         ENDPOINTS.append(spec)
 
@@ -156,7 +168,13 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
     for spec in ENDPOINTS:
         path = _PATH_ARG.sub(r"{\1}", spec.rule)
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"}
+                | ({"examples": [spec.path_examples[name]]} if name in spec.path_examples else {}),
+            }
             for name in _PATH_ARG.findall(spec.rule)
         ]
         if spec.query is not None:
@@ -182,6 +200,8 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
             operation["description"] = spec.description
         if spec.tags:
             operation["tags"] = list(spec.tags)
+        if spec.auth:
+            operation["security"] = [{spec.auth: []}]
         if parameters:
             operation["parameters"] = parameters
         if spec.body is not None:
@@ -190,7 +210,18 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
                 "required": True,
                 "content": {
                     content_type: {
-                        "schema": body_schema if "json" in content_type else {"type": "string"}
+                        "schema": body_schema
+                        if "json" in content_type
+                        else {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "a header line, then rows",
+                        },
+                        **(
+                            {"example": spec.body_example}
+                            if spec.body_example is not None and "json" in content_type
+                            else {}
+                        ),
                     }
                     for content_type in spec.body_content_types
                 },
@@ -200,8 +231,26 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
     }
+
+
+SECURITY_SCHEMES = {
+    "agencyToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An agency's API token, `Authorization: Bearer TOKEN`. An official "
+        "issues it on /admin or with `tracker agency token AGENCY`; it writes only that "
+        "agency's measures and works. No or an unknown token: 401.",
+    },
+    "officialSession": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "tracker_session",
+        "description": "The session cookie of an official signed in on the web (/login). "
+        "Not signed in: 401; signed in without the official role: 403.",
+    },
+}
 
 
 _ERROR_TEXT = {

@@ -59,7 +59,7 @@ class ObservationIn(BaseModel):
 
 
 class ObservationBatch(BaseModel):
-    observations: list[ObservationIn]
+    observations: list[ObservationIn] = Field(min_length=1, description="at least one row")
 
 
 class WorkIn(BaseModel):
@@ -77,7 +77,7 @@ class WorkIn(BaseModel):
 
 
 class WorkBatch(BaseModel):
-    works: list[WorkIn]
+    works: list[WorkIn] = Field(min_length=1, description="at least one row")
 
 
 class BatchAnswer(BaseModel):
@@ -98,6 +98,20 @@ class BatchAnswer(BaseModel):
     status=201,
     errors=WRITE_ERRORS,
     tags=("submissions",),
+    auth="agencyToken",
+    body_example={
+        "observations": [
+            {"measure": "homes-repaired", "place": "opawa", "date": "2014-03-31", "value": 412},
+            {
+                "measure": "people-supported",
+                "place": "st-albans",
+                "date": "2014-03-31",
+                "value": 37,
+                "dims": {"age": "65+"},
+                "note": "March return",
+            },
+        ]
+    },
 )
 def post_observations(query: WriteQuery):
     """Submit measure values: all rows are stored, or none (422 lists every bad row).
@@ -118,6 +132,21 @@ def post_observations(query: WriteQuery):
     status=201,
     errors=WRITE_ERRORS,
     tags=("submissions",),
+    auth="agencyToken",
+    body_example={
+        "works": [
+            {
+                "id": "WW-2291",
+                "title": "Renew wastewater main, Ōpāwa Road",
+                "status": "complete",
+                "street": "opawa-road",
+                "actual_start": "2013-11-04",
+                "actual_end": "2014-03-20",
+                "measure": "pipes-relaid",
+                "quantity": 1.2,
+            }
+        ]
+    },
 )
 def post_works(query: WriteQuery):
     """Create or update works by (agency, id): all rows are stored, or none.
@@ -195,4 +224,29 @@ def _read_body(body: bytes, key: str, read_csv: Callable[[bytes], InputRows]) ->
     extra = sorted(set(data) - {key})
     if extra:
         raise SubmissionRejected([RowError(None, extra[0], f"unknown field {extra[0]!r}")])
+    if problems := _nul_characters(data[key]):
+        raise SubmissionRejected(problems)
     return InputRows(rows=data[key], row_numbers=list(range(len(data[key]))))
+
+
+def _nul_characters(rows: list[Any]) -> list[RowError]:
+    """A RowError for each row holding a NUL character anywhere (PostgreSQL refuses NUL in
+    text, even in a lookup, and no id, name or note needs one)."""
+    problems = []
+    for index, row in enumerate(rows):
+        fields = row.items() if isinstance(row, dict) else [(None, row)]
+        for name, value in fields:
+            shown = name.replace("\x00", "") if isinstance(name, str) else None
+            pending = [name, value]
+            while pending:  # not recursive: bodies nest up to about 1,000 deep
+                item = pending.pop()
+                if isinstance(item, str) and "\x00" in item:
+                    message = f"{shown or 'the row'} holds a NUL character"
+                    problems.append(RowError(index, shown, message))
+                    break
+                if isinstance(item, dict):
+                    pending.extend(item.keys())
+                    pending.extend(item.values())
+                elif isinstance(item, list):
+                    pending.extend(item)
+    return problems

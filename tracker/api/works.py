@@ -1,10 +1,11 @@
 """Works by place, street or box, as GeoJSON."""
 
 import datetime
+import re
 from typing import Any, Literal
 
 from flask import request, url_for
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tracker.api.blueprint import api
 from tracker.api.spec import UtcTime, endpoint
@@ -13,18 +14,25 @@ from tracker.limits import MAX_BBOX_DEGREES, WORKS_PAGE_SIZE
 from tracker.vocabulary import WorkStatus
 from tracker.works import work_features, works_in_bbox, works_in_place, works_on_street
 
+_NUMBER = r" *[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)? *"
+BBOX_PATTERN = f"^{_NUMBER}(,{_NUMBER}){{3}}$"
+
 
 class WorksQuery(BaseModel):
     """Exactly one of place, street or bbox."""
 
     model_config = ConfigDict(extra="forbid")
 
-    place: str | None = Field(None, max_length=100, description="a place id")
-    street: str | None = Field(None, max_length=150, description="a street id")
+    place: str | None = Field(None, max_length=100, description="a place id", examples=["opawa"])
+    street: str | None = Field(
+        None, max_length=150, description="a street id", examples=["opawa-road"]
+    )
     bbox: str | None = Field(
         None,
         max_length=100,
         description=f"west,south,east,north in degrees, at most {MAX_BBOX_DEGREES:g} each way",
+        examples=["172.60,-43.54,172.62,-43.52"],
+        json_schema_extra={"pattern": BBOX_PATTERN},
     )
     limit: int = Field(
         WORKS_PAGE_SIZE, ge=1, le=WORKS_PAGE_SIZE, description="works per page (at most 500)"
@@ -34,6 +42,14 @@ class WorksQuery(BaseModel):
         max_length=250,
         description="AGENCY/ID of the last work of the previous page; the `next` link sets it",
     )
+
+    @field_validator("bbox")
+    @classmethod
+    def _four_numbers(cls, bbox: str | None) -> str | None:
+        # The document's pattern, so that what it calls invalid is refused (not nan or 1_0).
+        if bbox is not None and not re.fullmatch(BBOX_PATTERN, bbox):
+            raise ValueError("bbox must be four numbers: west,south,east,north")
+        return bbox
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "WorksQuery":
