@@ -342,3 +342,22 @@ def test_expiry_uses_the_creation_time(app, client):
         session.execute(update(Subscription).values(created_at=utcnow() - timedelta(hours=47)))
         session.commit()
     assert run_digests(app.extensions["engine"], app.config["SETTINGS"]).expired == 0
+
+
+def test_asking_again_resends_the_confirmation_at_most_once_an_hour(app, client):
+    ask(client)
+    ask(client)
+    assert len(outbox(app, "alert.confirm")) == 1
+    age(app, 2)
+    ask(client)
+    assert len(outbox(app, "alert.confirm")) == 2 and len(subscriptions(app)) == 1
+
+
+def test_a_malformed_item_is_not_found(app, client):
+    confirmed(app, client)
+    me = me_path(app)
+    for item in ("subscription:abc", "nothing:1", "residentkey:x", "user:1"):
+        data = {"item": item, "csrf_token": csrf_token(client, me)}
+        response = client.post(me + "/delete", data=data)
+        assert response.status_code == 404, item
+    assert len(subscriptions(app)) == 1

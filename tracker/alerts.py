@@ -39,6 +39,7 @@ from tracker.settings import Settings
 
 CONFIRM_HOURS = 48  # an unconfirmed alert is deleted after this
 DIGEST_SIZE = 50  # changes listed in one digest at most
+RESEND_AFTER = timedelta(hours=1)  # asking again sooner sends no second confirmation
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s.]+")
 
 
@@ -64,7 +65,7 @@ def request_alert(
 
     Answers the same whether or not the address already follows the area, so the form
     tells nobody who follows what. A confirmed alert is left as it is; an unconfirmed one
-    gets its confirmation again.
+    gets its confirmation again, if the last was sent over RESEND_AFTER ago.
     """
     email = valid_email(email)
     now = now or utcnow()
@@ -74,6 +75,10 @@ def request_alert(
     ).first()
     if existing is not None and existing.confirmed_at is not None:
         return
+    if existing is not None and not _expired(existing, now):
+        if existing.created_at > now - RESEND_AFTER:
+            return  # one confirmation mail an hour at most: the form cannot flood an inbox
+        existing.created_at = now  # a new confirmation, a new 48 hours
     if existing is None or _expired(existing, now):
         if existing is not None:
             session.delete(existing)

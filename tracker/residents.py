@@ -135,7 +135,11 @@ def forget(session: Session, email: str, *, item: str | None = None) -> int:
         if table is None or name == "residentkey":
             raise NotFound("no such item")
         pk = _pk(table)
-        condition = (table.c.email == email) & (pk == pk.type.python_type(row_id))
+        try:
+            wanted = pk.type.python_type(row_id)
+        except ValueError:
+            raise NotFound("no such item") from None
+        condition = (table.c.email == email) & (pk == wanted)
         if not session.execute(select(pk).where(condition)).first():
             raise NotFound("no such item")
         return _remove(session, table, condition)
