@@ -154,11 +154,17 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
     """OpenAPI 3.1 description of every registered route."""
     components: dict[str, Any] = {}
 
-    def schema_of(annotation: Any, mode: str = "serialization") -> dict[str, Any]:
+    def schema_of(
+        annotation: Any, mode: str = "serialization", named: bool = False
+    ) -> dict[str, Any]:
         schema = TypeAdapter(annotation).json_schema(
             ref_template="#/components/schemas/{model}", mode=mode
         )
         components.update(schema.pop("$defs", {}))
+        if named and schema.get("type") == "object" and "title" in schema:
+            # A model answer or body: a named schema, so tools and /api/docs can refer to it.
+            components[schema["title"]] = schema
+            return {"$ref": f"#/components/schemas/{schema['title']}"}
         return schema
 
     error_schema = schema_of(ErrorAnswer)
@@ -185,7 +191,9 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
             "responses": {
                 str(spec.status): {
                     "description": "OK",
-                    "content": {"application/json": {"schema": schema_of(spec.response)}},
+                    "content": {
+                        "application/json": {"schema": schema_of(spec.response, named=True)}
+                    },
                 },
                 **{
                     str(code): {
@@ -205,7 +213,7 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
         if parameters:
             operation["parameters"] = parameters
         if spec.body is not None:
-            body_schema = schema_of(spec.body, "validation")
+            body_schema = schema_of(spec.body, "validation", named=True)
             operation["requestBody"] = {
                 "required": True,
                 "content": {

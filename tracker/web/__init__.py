@@ -9,6 +9,7 @@ def init_app(app: Flask) -> None:
         admin,
         agencies,
         agency,
+        api_docs,
         assets,
         auth,
         errors,
@@ -37,5 +38,6 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(admin.bp)
     app.register_blueprint(feeds.bp)
     app.register_blueprint(exports.bp)
+    app.register_blueprint(api_docs.bp)
     app.register_blueprint(follow.bp)
     errors.init_app(app)
