@@ -99,3 +99,12 @@ def test_request_examples_in_the_document_fit_their_schemas():
                 Draft202012Validator(schema).validate(body["example"])
                 checked += 1
     assert checked == 2
+
+
+def test_every_answer_links_to_a_schema_shown_on_the_page(client):
+    _, soup = docs_page(client)
+    section = soup.find(id="get-api-v1-rollup").find_parent("section")
+    links = [a["href"] for a in section.select("table a")]
+    assert "#schema-RollupAnswer" in links and "#schema-ErrorAnswer" in links
+    for href in {a["href"] for a in soup.select("section.api-operation a[href^='#schema-']")}:
+        assert soup.find(id=href[1:]) is not None, href

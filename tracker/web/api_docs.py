@@ -96,6 +96,13 @@ def _schema(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _named(answer: dict[str, Any]) -> str | None:
+    """The schema an answer refers to, as itself or as its items, for a link to it."""
+    schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+    ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
+    return ref.rsplit("/", 1)[-1] if ref else None
+
+
 def _example(schema: dict[str, Any]) -> Any:
     return (schema.get("examples") or [None])[0]
 
@@ -166,6 +173,7 @@ def _operation(
                 "type": type_of(
                     answer.get("content", {}).get("application/json", {}).get("schema", {})
                 ),
+                "schema": _named(answer),
             }
             for status, answer in operation["responses"].items()
         ],
