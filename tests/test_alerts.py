@@ -361,3 +361,15 @@ def test_a_malformed_item_is_not_found(app, client):
         response = client.post(me + "/delete", data=data)
         assert response.status_code == 404, item
     assert len(subscriptions(app)) == 1
+
+
+def test_the_digest_command_reports_what_it_did(app, client, runner):
+    from tracker.cli import main
+
+    confirmed(app, client)
+    ask(app.test_client(), email="bo@example.org")
+    store(app, "council", works=[work("w1")])
+    age(app, CONFIRM_HOURS + 1)
+    result = runner.invoke(main, ["alerts", "digest"])
+    assert result.exit_code == 0, result.output
+    assert "1 digests queued, 0 with nothing new, 1 unconfirmed alerts expired." in result.output
