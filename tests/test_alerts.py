@@ -373,3 +373,18 @@ def test_the_digest_command_reports_what_it_did(app, client, runner):
     result = runner.invoke(main, ["alerts", "digest"])
     assert result.exit_code == 0, result.output
     assert "1 digests queued, 0 with nothing new, 1 unconfirmed alerts expired." in result.output
+
+
+def test_digests_for_one_area_each_list_only_what_came_after_their_own_last(app, client):
+    confirmed(app, client)
+    store(app, "council", works=[work("w1")])
+    bo = app.test_client()
+    assert ask(bo, email="bo@example.org").status_code == 200
+    confirm = path_in(outbox(app, "alert.confirm")[-1], "/alerts/confirm")
+    bo.post(confirm, data={"csrf_token": csrf_token(bo, confirm)})
+    store(app, "council", works=[work("w2")])
+    age(app, 25)
+    assert run_digests(app.extensions["engine"], app.config["SETTINGS"]).queued == 2
+    digests = {mail.to_address: mail.body for mail in outbox(app, "alert.digest")}
+    assert "Work w1" in digests[EMAIL] and "Work w2" in digests[EMAIL]
+    assert "Work w1" not in digests["bo@example.org"] and "Work w2" in digests["bo@example.org"]

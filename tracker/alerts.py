@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, delete, func, select, update
 from sqlmodel import Session
 
-from tracker.atom import Area, area_changes, find_area
+from tracker.atom import Area, Change, area_changes, find_area
 from tracker.clock import city_timezone
 from tracker.db import session_scope
 from tracker.errors import NotFound, TrackerError
@@ -156,25 +156,49 @@ def run_digests(engine: Engine, settings: Settings, *, now: datetime | None = No
                 Subscription.created_at < now - timedelta(hours=CONFIRM_HOURS),
             )
         ).rowcount
+    last = func.coalesce(Subscription.last_sent_at, Subscription.confirmed_at)
     with Session(engine) as session:
-        due = session.scalars(
-            select(Subscription.id)
-            .where(
-                Subscription.confirmed_at.is_not(None),
-                func.coalesce(Subscription.last_sent_at, Subscription.confirmed_at) <= now - period,
-            )
+        due = session.execute(
+            select(Subscription.id, Subscription.place_id, Subscription.street_id, last)
+            .where(Subscription.confirmed_at.is_not(None), last <= now - period)
             .order_by(Subscription.id)
         ).all()
+    # Each area's changes are read once a run, since the earliest of its due digests;
+    # each digest then keeps those after its own last one (the newest DIGEST_SIZE of
+    # them are the newest after any later time too).
+    earliest: dict[tuple, datetime] = {}
+    for _id, place_id, street_id, since in due:
+        key = (place_id, street_id)
+        earliest[key] = min(since, earliest.get(key, since))
+    memo: dict[tuple, tuple[Area, list[Change]] | None] = {}
     queued = quiet = 0
-    for sub_id in due:
+    for sub_id, place_id, street_id, _since in due:
+        key = (place_id, street_id)
         with session_scope(engine) as session:
-            outcome = _digest(session, sub_id, settings, now=now, period=period)
+            if key not in memo:
+                memo[key] = _area_changes(session, place_id, street_id, earliest[key], now)
+            outcome = _digest(session, sub_id, memo[key], settings, now=now, period=period)
         queued += outcome == "queued"
         quiet += outcome == "quiet"
     return DigestRun(queued=queued, quiet=quiet, expired=expired)
 
 
-def _digest(session: Session, sub_id: int, settings: Settings, *, now, period) -> str | None:
+def _area_changes(session, place_id, street_id, since, now) -> tuple[Area, list[Change]] | None:
+    """The area's changes after `since` and up to `now` (later ones go in the next digest);
+    None when the place left the tree (nothing to tell until it is back)."""
+    try:
+        area = (
+            find_area(session, "place", place_id)
+            if place_id
+            else find_area(session, "street", street_id or "")
+        )
+    except NotFound:
+        return None
+    changes = area_changes(session, area, since=since, limit=DIGEST_SIZE)
+    return area, [change for change in changes if change.updated <= now]
+
+
+def _digest(session: Session, sub_id: int, found, settings: Settings, *, now, period):
     """One subscription's digest, if it is still due; the period restarts either way."""
     subscription = session.get(Subscription, sub_id)
     if subscription is None or subscription.confirmed_at is None:
@@ -194,11 +218,10 @@ def _digest(session: Session, sub_id: int, settings: Settings, *, now, period) -
     ).rowcount
     if not taken:
         return None
-    try:
-        area = area_of(session, subscription)
-    except NotFound:  # the place left the tree: nothing to tell until it is back
+    if found is None:
         return "quiet"
-    changes = area_changes(session, area, since=since, limit=DIGEST_SIZE)
+    area, changes = found
+    changes = [change for change in changes if change.updated > since]
     if not changes:
         return "quiet"
     zone = ZoneInfo(city_timezone(session))
