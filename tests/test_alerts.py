@@ -388,3 +388,21 @@ def test_digests_for_one_area_each_list_only_what_came_after_their_own_last(app,
     digests = {mail.to_address: mail.body for mail in outbox(app, "alert.digest")}
     assert "Work w1" in digests[EMAIL] and "Work w2" in digests[EMAIL]
     assert "Work w1" not in digests["bo@example.org"] and "Work w2" in digests["bo@example.org"]
+
+
+def test_the_form_is_rate_limited_per_client(app, client):
+    pytest.importorskip("tracker.ratelimit", reason="the shared limiter is not in this tree yet")
+    from tracker.web.follow import FOLLOW_LIMIT
+
+    for n in range(FOLLOW_LIMIT):
+        assert ask(client, email=f"r{n}@example.org").status_code == 200
+    refused = ask(client, email="one-more@example.org")
+    assert refused.status_code == 429
+    assert len(outbox(app)) == FOLLOW_LIMIT
+    other = app.test_client()  # another client is not held back
+    response = other.post(
+        "/places/opawa/follow",
+        data={"email": "x@example.org", "csrf_token": csrf_token(other, "/places/opawa/follow")},
+        environ_base={"REMOTE_ADDR": "192.0.2.9"},
+    )
+    assert response.status_code == 200
