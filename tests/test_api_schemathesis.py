@@ -14,7 +14,7 @@ schemathesis prints a curl command for it. Run with `-s` to see the case count p
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,8 +32,8 @@ from tracker.submissions import submit_observations, submit_works
 
 # Cases per operation, per generation mode and per token variant. The document has 11
 # operations: 2 writes, and 2 reads that take no parameter (one request each is all there
-# is to ask): (7 + 2 * 2) * 2 modes * 100 + 2 = 2,202 cases per backend, about 35 s each
-# here (2 cores).
+# is to ask), plus each write route's example body: (7 + 2 * 2) * 2 modes * 100 + 2 + 2 =
+# 2,204 cases per backend, about 35 s each here (2 cores).
 CASES = 100
 MINIMUM_CASES = 1_000
 CHECKS = [
@@ -105,6 +105,10 @@ WORKS = {
 }
 
 
+# Whose measures the document's example bodies name.
+EXAMPLE_AGENCY = {"/api/v1/observations": "eqc", "/api/v1/works": "council"}
+
+
 @dataclass
 class LiveServer:
     base: str
@@ -139,21 +143,22 @@ def is_write(operation) -> bool:
     return operation.method.upper() == "POST"
 
 
-def run_cases(operation, mode, headers, base, http, cases) -> None:
+def run_cases(operation, mode, headers, base, http, cases, statuses) -> None:
     """CASES generated requests to `operation`, each answer checked against the document."""
 
     @GENERATION
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):
-        check_case(case, base, http, headers, cases)
+        check_case(case, base, http, headers, cases, statuses)
 
     run()
 
 
-def check_case(case, base, http, headers, cases) -> None:
+def check_case(case, base, http, headers, cases, statuses) -> None:
     response = case.call(base_url=base, session=http, headers=headers)
     case.validate_response(response, checks=CHECKS, headers=headers)
     cases[case.operation.label] += 1
+    statuses[case.operation.label, headers is not None].add(response.status_code)
 
 
 def test_schemathesis_finds_no_fault_in_any_route(live_server, capsys):
@@ -166,19 +171,30 @@ def test_schemathesis_finds_no_fault_in_any_route(live_server, capsys):
     assert {(op.path, op.method.lower()) for op in operations} == declared
 
     cases: Counter[str] = Counter()
+    statuses: defaultdict[tuple[str, bool], set[int]] = defaultdict(set)
     http = requests.Session()
     started = time.monotonic()
     for operation in operations:
         declared_input = document["paths"][operation.path][operation.method.lower()]
         if "parameters" not in declared_input and "requestBody" not in declared_input:
             # One request is all there is to ask of it (hypothesis refuses to repeat it).
-            check_case(operation.Case(), live_server.base, http, None, cases)
+            check_case(operation.Case(), live_server.base, http, None, cases, statuses)
             continue
         tokens = [live_server.tokens["eqc"], None] if is_write(operation) else [None]
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             for token in tokens:
                 headers = {"Authorization": f"Bearer {token}"} if token else None
-                run_cases(operation, mode, headers, live_server.base, http, cases)
+                run_cases(operation, mode, headers, live_server.base, http, cases, statuses)
+    # The document's own example bodies, sent as their agency: stored (201).
+    for operation in operations:
+        if is_write(operation):
+            content = document["paths"][operation.path]["post"]["requestBody"]["content"]
+            agency = EXAMPLE_AGENCY[operation.path]
+            example = operation.Case(
+                body=content["application/json"]["example"], media_type="application/json"
+            )
+            headers = {"Authorization": f"Bearer {live_server.tokens[agency]}"}
+            check_case(example, live_server.base, http, headers, cases, statuses)
     seconds = time.monotonic() - started
     with capsys.disabled():
         print(f"\nschemathesis: {cases.total()} cases in {seconds:.1f} s")
@@ -186,6 +202,11 @@ def test_schemathesis_finds_no_fault_in_any_route(live_server, capsys):
             print(f"  {count:5d}  {label}")
     assert set(cases) == {op.label for op in operations}, "a route got no case"
     assert cases.total() >= MINIMUM_CASES
+    for label in ("POST /api/v1/observations", "POST /api/v1/works"):
+        # With the token the rows themselves were judged (stored or refused with 422) …
+        assert {201, 422} <= statuses[label, True], statuses[label, True]
+        # … and without one every request was a 401 (or refused before any token is read).
+        assert 401 in statuses[label, False] and not statuses[label, False] & {201, 422}
 
 
 def test_a_nul_character_in_a_measure_id_is_a_422_not_a_500(client, loaded):

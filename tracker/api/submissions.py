@@ -103,11 +103,10 @@ class BatchAnswer(BaseModel):
         "observations": [
             {"measure": "homes-repaired", "place": "opawa", "date": "2014-03-31", "value": 412},
             {
-                "measure": "people-supported",
+                "measure": "homes-repaired",
                 "place": "st-albans",
                 "date": "2014-03-31",
-                "value": 37,
-                "dims": {"age": "65+"},
+                "value": 655,
                 "note": "March return",
             },
         ]
