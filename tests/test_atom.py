@@ -156,3 +156,16 @@ def test_place_and_street_pages_link_their_feed_and_alert_form(app, client):
         "/streets/opawa-road/follow",
         "/streets/opawa-road.atom",
     }
+
+
+def test_a_comment_published_after_the_feed_was_cached_appears_at_once(app, client):
+    assert feed(client, "/places/opawa.atom").entries == []
+    with Session(app.extensions["engine"]) as session:
+        comment = Comment(place_id="opawa", author_name="Ana", body="Hi", status="published",
+                          **_email())  # fmt: skip
+        session.add(comment)
+        session.commit()
+        assert [e.title for e in feed(client, "/places/opawa.atom").entries] == ["Comment from Ana"]
+        session.delete(comment)  # the resident deleted it from their data page
+        session.commit()
+    assert feed(client, "/places/opawa.atom").entries == []

@@ -20,7 +20,10 @@ def last_received(session: Session) -> datetime | None:
 _STAMP_FACTS = text(
     "SELECT (SELECT max(id) FROM batch), (SELECT sum(definition_version) FROM node),"
     " (SELECT sum(data_version) FROM node), (SELECT count(*) FROM agency),"
-    " (SELECT max(retired_at) FROM agency), (SELECT sum(length(name)) FROM agency)"
+    " (SELECT max(retired_at) FROM agency), (SELECT sum(length(name)) FROM agency),"
+    # Published comments (place pages, feeds): publishing, hiding or deleting one moves these.
+    " (SELECT count(*) FROM comment WHERE status = 'published'),"
+    " (SELECT sum(id) FROM comment WHERE status = 'published')"
 )
 
 
