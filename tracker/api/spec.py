@@ -66,6 +66,7 @@ class Endpoint:
     auth: str | None = None
     body_example: Any = None
     path_examples: dict[str, str] = field(default_factory=dict)
+    headers: tuple[dict[str, Any], ...] = ()
     adapter: TypeAdapter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +92,7 @@ def endpoint(
     auth: str | None = None,
     body_example: Any = None,
     path_examples: dict[str, str] | None = None,
+    headers: tuple[dict[str, Any], ...] = (),
 ) -> Callable:
     """Register a typed route on `blueprint`; the view's docstring is its summary.
 
@@ -115,6 +117,7 @@ def endpoint(
             auth=auth,
             body_example=body_example,
             path_examples=path_examples or {},
+            headers=headers,
         )
         ENDPOINTS.append(spec)
 
@@ -185,6 +188,7 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
         ]
         if spec.query is not None:
             parameters += _query_parameters(schema_of(spec.query, "validation"))
+        parameters += [{"in": "header", "required": False, **h} for h in spec.headers]
         operation: dict[str, Any] = {
             "summary": spec.summary,
             "operationId": f"{spec.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower())}",

@@ -33,6 +33,13 @@ from tracker.submissions import (
 from tracker.vocabulary import WorkStatus
 
 WRITE_ERRORS = (401, 403, 409, 413, 415, 422)
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "description": "any printable text, unique per batch: for 24 hours a retry with the same "
+    "key and body gets the first answer again and stores nothing twice; the same key with "
+    "another body is a 409",
+    "schema": {"type": "string", "maxLength": 200, "examples": ["eqc-2014-03-nightly"]},
+}
 
 
 class WriteQuery(BaseModel):
@@ -99,6 +106,7 @@ class BatchAnswer(BaseModel):
     errors=WRITE_ERRORS,
     tags=("submissions",),
     auth="agencyToken",
+    headers=(IDEMPOTENCY_HEADER,),
     body_example={
         "observations": [
             {"measure": "homes-repaired", "place": "opawa", "date": "2014-03-31", "value": 412},
@@ -132,6 +140,7 @@ def post_observations(query: WriteQuery):
     errors=WRITE_ERRORS,
     tags=("submissions",),
     auth="agencyToken",
+    headers=(IDEMPOTENCY_HEADER,),
     body_example={
         "works": [
             {
