@@ -1,0 +1,587 @@
+"""The XSS corpus (xss_corpus.py) sent through every user-controlled field that reaches a
+page, a map, a feed, a mail or an export, then every page crawled in headless Chromium:
+no payload runs, each is shown as text.
+
+A second small live server serves a hostile copy of the tiny city: its neighbourhoods and
+streets are named with the payloads (a hostile gazetteer), and the payloads arrive as work
+titles through the API (JSON and CSV), as rows of a works feed served by a real local HTTP
+server and run through the tracker's import, and as observation notes. Everything is
+stored once for the module; each page is visited once.
+
+A field is one entry in FIELDS: its code (the suffix of its instances), the longest text
+it takes, and how it is stored. Pages are listed once in `crawl_paths`.
+"""
+
+import csv
+import io
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import urlencode
+from urllib.request import Request, urlopen
+
+import pytest
+import yaml
+from browser_helpers import wait_for_maps, watch_maps
+from conftest import LOCAL_HOST, ROOT, _new_page
+from sqlalchemy import select
+from sqlmodel import Session
+from test_xss_browser import HOVER_ALL_JS
+from werkzeug.serving import make_server
+from xss_corpus import PAYLOADS, RAN_JS, instances
+
+from tracker import create_app
+from tracker.auth import create_user, issue_token
+from tracker.errors import TrackerError
+from tracker.feeds import run_feed
+from tracker.mail import build_message, queue_mail
+from tracker.models import Feed, OutboxMail, Street
+from tracker.settings import Settings
+
+TINY = ROOT / "tests" / "fixtures" / "tiny_city"
+PASSWORD = "correct horse battery"
+WORKS_AGENCY = "council"
+NOTES_AGENCY = "eqc"
+NOTES_MEASURE = "homes-repaired"
+COLUMNS = 6
+SIZE = 0.01  # degrees: each neighbourhood a square this wide
+WEST, SOUTH = 172.60, -43.58
+FIRST_IDS = ["opawa", "st-albans", "riccarton"]  # the tree's targets name these
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """The hostile city as served: its base URL, and every instance stored, by field."""
+
+    url: str
+    engine: object
+    sent: dict[str, dict[str, str]]  # field code -> payload name -> instance
+    places: list[str]
+    streets: list[str]
+    api_refs: list[str]
+
+
+# --- the hostile city --------------------------------------------------------------------
+
+
+def _square(index: int) -> list[list[float]]:
+    west = WEST + (index % COLUMNS) * SIZE
+    south = SOUTH + (index // COLUMNS) * SIZE
+    return [[west, south], [west + SIZE, south], [west + SIZE, south + SIZE],
+            [west, south + SIZE], [west, south]]  # fmt: skip
+
+
+def _centre(index: int) -> tuple[float, float]:
+    west, south = _square(index)[0]
+    return round(west + SIZE / 2, 5), round(south + SIZE / 2, 5)
+
+
+def _place_ids() -> list[str]:
+    return FIRST_IDS + [f"n{index:02d}" for index in range(len(FIRST_IDS), len(PAYLOADS))]
+
+
+def _write_city(folder: Path, names: dict[str, str], streets: dict[str, str]) -> Path:
+    """A copy of the tiny city's tree whose neighbourhoods and streets carry the payloads."""
+    ids = _place_ids()
+    boundaries = [
+        {
+            "type": "Feature",
+            "properties": {"id": ids[i], "name": name, "ward": f"Ward {i % 2 + 1}"},
+            "geometry": {"type": "Polygon", "coordinates": [_square(i)]},
+        }
+        for i, name in enumerate(names.values())
+    ]
+    lines = []
+    for i, name in enumerate(streets.values()):
+        lon, lat = _centre(i)
+        line = [[lon - SIZE / 3, lat], [lon + SIZE / 3, lat]]
+        lines.append({"type": "Feature", "properties": {"name": name},
+                      "geometry": {"type": "LineString", "coordinates": line}})  # fmt: skip
+    (folder / "neighbourhoods.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": boundaries})
+    )
+    (folder / "streets.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": lines})
+    )
+    tree = yaml.safe_load((TINY / "tree.yaml").read_text())
+    path = folder / "tree.yaml"
+    path.write_text(yaml.safe_dump(tree, allow_unicode=True))
+    return path
+
+
+class _FeedServer:
+    """A real HTTP server on 127.0.0.1 serving one works feed (CSV)."""
+
+    def __init__(self, body: bytes) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/csv; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((LOCAL_HOST, 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://{LOCAL_HOST}:{self.httpd.server_port}/works.csv"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _csv(rows: list[dict]) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def _post(url: str, body: bytes, content_type: str, token: str) -> tuple[int, dict]:
+    request = Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
+    )
+    try:
+        with urlopen(request, timeout=60) as answer:
+            return answer.status, json.load(answer)
+    except HTTPError as error:
+        return error.code, json.load(error)
+
+
+def _work_rows(sent: dict[str, str], prefix: str, street_ids: list[str]) -> list[dict]:
+    return [
+        {"id": f"{prefix}-{i}", "title": title, "status": "planned", "street": street_ids[i],
+         "planned_start": "2027-01-01", "planned_end": "2027-06-30"}
+        for i, title in enumerate(sent.values())
+    ]  # fmt: skip
+
+
+def _store_api_json(city, code, sent) -> None:
+    rows = _work_rows(sent, "api", city["street_ids"])
+    status, answer = _post(
+        city["url"] + "/api/v1/works", json.dumps({"works": rows}).encode(),
+        "application/json", city["token"],
+    )  # fmt: skip
+    assert status == 201, answer
+
+
+def _store_api_csv(city, code, sent) -> None:
+    rows = _work_rows(sent, "csv", city["street_ids"])
+    status, answer = _post(city["url"] + "/api/v1/works", _csv(rows), "text/csv", city["token"])
+    assert status == 201, answer
+
+
+def _store_feed(city, code, sent) -> None:
+    """A works feed on a real HTTP server, run through the tracker's import; its rows carry
+    the payloads as titles, and as statuses the import refuses (shown with the reason)."""
+    rows = []
+    for i, title in enumerate(sent.values()):
+        lon, lat = _centre(i)
+        rows.append({"id": f"feed-{i}", "title": title, "status": "in_progress",
+                     "lon": lon, "lat": lat})  # fmt: skip
+    for i, title in enumerate(list(sent.values())[:10]):
+        lon, lat = _centre(i)
+        rows.append({"id": f"bad-{i}", "title": "refused", "status": title, "lon": lon, "lat": lat})
+    server = _FeedServer(_csv(rows))
+    try:
+        with Session(city["engine"]) as session:
+            session.add(Feed(id="council-hostile", agency_id=WORKS_AGENCY, url=server.url,
+                             format="csv", every="1d", provides="works", fields={},
+                             place_match="id", timeout=5))  # fmt: skip
+            session.commit()
+        run = run_feed(city["engine"], "council-hostile")
+    finally:
+        server.close()
+    assert (run.status, run.rows) == ("ok", len(sent)), (run.status, run.rows, run.error)
+
+
+def _store_notes(city, code, sent) -> None:
+    rows = [
+        {"measure": NOTES_MEASURE, "place": FIRST_IDS[i % 3],
+         "date": f"{2012 + i // 12}-{i % 12 + 1:02d}-28", "value": i, "note": note}
+        for i, note in enumerate(sent.values())
+    ]  # fmt: skip
+    status, answer = _post(
+        city["url"] + "/api/v1/observations", json.dumps({"observations": rows}).encode(),
+        "application/json", city["notes_token"],
+    )  # fmt: skip
+    assert status == 201, answer
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    code: str  # the instances' suffix
+    label: str
+    max_length: int
+    store: object = None  # store(city, code, sent); None: stored with the city itself
+
+
+# Every user-controlled text field the corpus goes through. Add one here (and, when it
+# shows on a page not yet crawled, that page to crawl_paths).
+FIELDS = [
+    FieldSpec("pl", "place name (gazetteer)", 200),
+    FieldSpec("st", "street name (gazetteer)", 100),
+    FieldSpec("wj", "work title, API JSON", 300, _store_api_json),
+    FieldSpec("wc", "work title, API CSV", 300, _store_api_csv),
+    FieldSpec("wf", "work title, feed row", 300, _store_feed),
+    FieldSpec("on", "observation note, API", 1000, _store_notes),
+]
+
+
+def _serve(app) -> tuple[str, callable]:
+    server = make_server(LOCAL_HOST, 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="hostile-server", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+    return f"http://{LOCAL_HOST}:{server.server_port}", stop
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Hostile:
+    from tracker.cli import initialise
+
+    folder = tmp_path_factory.mktemp("hostile")
+    sent = {f.code: instances(f.code, f.max_length) for f in FIELDS}
+    tree = _write_city(folder, sent["pl"], sent["st"])
+    settings = Settings(
+        database_url=f"sqlite:///{folder / 'hostile.sqlite3'}",
+        tree=tree,
+        instance_path=folder / "instance",
+        secret_key="hostile-test-secret",
+        secure_cookies=False,
+        map_tiles="",
+        _env_file=None,
+    )
+    engine, _ = initialise(settings)
+    with Session(engine) as session:
+        streets = {s.name: s.id for s in session.scalars(select(Street))}
+        token = issue_token(session, WORKS_AGENCY, "xss corpus")
+        notes_token = issue_token(session, NOTES_AGENCY, "xss corpus")
+        create_user(session, "agency@example.com", PASSWORD, "agency", WORKS_AGENCY)
+        create_user(session, "eqc@example.com", PASSWORD, "agency", NOTES_AGENCY)
+        create_user(session, "official@example.com", PASSWORD, "official", None)
+        session.commit()
+    street_names = [" ".join(name.split()) for name in sent["st"].values()]
+    street_ids = [streets[name] for name in street_names]
+    app = create_app(settings)
+    url, stop = _serve(app)
+    city = {"url": url, "engine": engine, "token": token, "notes_token": notes_token,
+            "street_ids": street_ids}  # fmt: skip
+    for spec in FIELDS:
+        if spec.store:
+            spec.store(city, spec.code, sent[spec.code])
+    yield Hostile(
+        url, engine, sent, _place_ids(), street_ids, [f"api-{i}" for i in range(len(PAYLOADS))]
+    )
+    stop()
+    app.extensions["engine"].dispose()
+    engine.dispose()
+
+
+# --- the crawl ---------------------------------------------------------------------------
+
+
+def crawl_paths(city: Hostile) -> list[str]:
+    """Every public page where a stored payload shows, once each."""
+    return [
+        "/",
+        "/?status=planned&status=in_progress",
+        *[f"/places/{place}" for place in city.places],
+        *[f"/streets/{street}" for street in city.streets],
+        *[f"/works/{WORKS_AGENCY}/{ref}" for ref in city.api_refs],
+        f"/agencies/{WORKS_AGENCY}",
+        f"/agencies/{NOTES_AGENCY}",
+        f"/measures/{NOTES_MEASURE}",
+        "/results/housing",
+        "/feeds",
+        "/exports/",
+        "/search?q=script",
+        "/search?q=img",
+    ]
+
+
+# Staff pages, by the account that sees them.
+STAFF_PATHS = {
+    "agency@example.com": ["/agency", "/agency/works"],
+    "eqc@example.com": ["/agency", f"/agency/observations?measure={NOTES_MEASURE}"],
+    "official@example.com": ["/admin", "/admin/audit"],
+}
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split())
+
+
+class Crawler:
+    """Visits pages in one browser page; after each, checks that nothing ran, and keeps the
+    text shown (the page's and its map tooltips') to check every instance was seen."""
+
+    def __init__(self, page, page_log) -> None:
+        self.page = page
+        self.log = page_log
+        self.dialogs: list[str] = []
+        self.shown: list[str] = []
+        self.visited = 0
+        page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        watch_maps(page)
+
+    def visit(self, path: str, statuses=(200,), hover: bool = True) -> None:
+        response = self.page.goto(path)
+        assert response is not None and response.status in statuses, (path, response.status)
+        self.visited += 1
+        maps = self.page.locator("figure.map").count()
+        tips = {}
+        if maps and hover:
+            wait_for_maps(self.page, maps)
+            tips = self.page.evaluate(HOVER_ALL_JS)["texts"]
+        ran = self.page.evaluate(RAN_JS)
+        assert ran == {"xss": None, "parsed": []}, f"a payload ran on {path}: {ran}"
+        assert not self.dialogs, f"a dialog opened on {path}: {self.dialogs}"
+        if response.status != 200:  # the refused page itself is the one expected error
+            expected = f"status of {response.status}"
+            self.log.console_errors[:] = [e for e in self.log.console_errors if expected not in e]
+        assert not self.log.problems(), (path, self.log.problems())
+        self.shown.append(_normal(self.page.evaluate("() => document.body.innerText")))
+        self.shown.append(_normal(self.page.evaluate("() => document.body.textContent")))
+        self.shown.extend(_normal(t) for t in tips.values() if t)
+
+    def unseen(self, sent: dict[str, str]) -> list[str]:
+        everything = "\n".join(self.shown)
+        return [name for name, text in sent.items() if _normal(text) not in everything]
+
+
+def test_every_stored_payload_runs_nothing_on_any_public_page(page, page_log, hostile):
+    page.context.set_default_timeout(15_000)
+    page.goto(hostile.url + "/")  # the context's base URL is the demo server's
+    crawler = Crawler(page, page_log)
+    started = time.monotonic()
+    for path in crawl_paths(hostile):
+        crawler.visit(hostile.url + path)
+    took = time.monotonic() - started
+    # Each field's every instance was seen as text somewhere: the crawl could have failed.
+    for spec in FIELDS:
+        if spec.code == "on":
+            continue  # notes show on the agency's own pages (the staff test)
+        assert crawler.unseen(hostile.sent[spec.code]) == [], spec.label
+    print(f"\n{crawler.visited} public pages in {took:.1f} s")
+
+
+def _sign_in(page, base: str, email: str) -> None:
+    page.goto(base + "/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form button[type=submit], form input[type=submit]")
+    page.wait_for_load_state()
+
+
+def test_every_stored_payload_runs_nothing_on_the_staff_pages(browser, page_log, hostile):
+    seen = Crawler.__new__(Crawler)
+    shown: list[str] = []
+    for email, paths in STAFF_PATHS.items():
+        page = _new_page(browser, hostile.url, page_log)
+        try:
+            _sign_in(page, hostile.url, email)
+            crawler = Crawler(page, page_log)
+            for path in paths:
+                crawler.visit(hostile.url + path)
+            shown += crawler.shown
+        finally:
+            page.context.close()
+    seen.shown = shown
+    assert seen.unseen(hostile.sent["on"]) == [], "observation notes on the agency's page"
+    assert seen.unseen(hostile.sent["wj"]) == [], "work titles on the agency's works page"
+
+
+# --- query strings -----------------------------------------------------------------------
+
+# Each page and the query parameters it reads (the 400 pages included).
+QUERY_PAGES = {
+    "/": ["status", "result", "dim.age", "after"],
+    "/places/opawa": ["date", "result", "status", "after"],
+    "/streets/{street}": ["after"],
+    "/results/housing": ["sort", "order", "date"],
+    "/measures/homes-repaired": ["place", "date"],
+    "/search": ["q"],
+    f"/agencies/{WORKS_AGENCY}": ["after"],
+    "/login": ["next"],
+    "/exports/rollup.csv": ["date"],
+}
+
+
+def _query_visits(city: Hostile) -> list[str]:
+    """Each payload through each parameter once, rotating over the pages that read it."""
+    readers: dict[str, list[str]] = {}
+    for path, params in QUERY_PAGES.items():
+        for param in params if not path.endswith(".csv") else ():  # a page, not a file
+            readers.setdefault(param, []).append(path.format(street=city.streets[0]))
+    urls = []
+    for param, paths in readers.items():
+        for i, payload in enumerate(instances("q").values()):
+            path = paths[i % len(paths)]
+            urls.append(f"{path}?{urlencode({param: payload})}")
+    return urls
+
+
+def test_payloads_in_query_strings_run_nothing(page, page_log, hostile):
+    crawler = Crawler(page, page_log)
+    urls = _query_visits(hostile)
+    for url in urls:
+        crawler.visit(hostile.url + url, statuses=(200, 400, 404), hover=False)
+    print(f"\n{crawler.visited} query-string pages")
+
+
+def test_payloads_in_query_strings_come_back_escaped_in_every_answer(hostile):
+    # The browser crawl rotates; this reads every page x parameter x payload as HTTP.
+    for path, params in QUERY_PAGES.items():
+        path = path.format(street=hostile.streets[0])
+        for param in params:
+            for name, payload in instances("q").items():
+                try:
+                    with urlopen(f"{hostile.url}{path}?{urlencode({param: payload})}") as r:
+                        body = r.read().decode()
+                except HTTPError as error:
+                    assert error.code in (400, 404), (path, param, name, error.code)
+                    body = error.read().decode()
+                if "<" in payload or '"' in payload:
+                    assert payload not in body, (path, param, name)
+
+
+# --- feeds, exports, API docs ------------------------------------------------------------
+
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+def _markup_problems(markup: str) -> list[str]:
+    """Scripts, event handlers and javascript: links in an HTML fragment."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag in ("script", "iframe", "object", "embed"):
+                found.append(tag)
+            for name, value in attrs:
+                if name.startswith("on") or (value or "").strip().lower().startswith("javascript"):
+                    found.append(f"{tag} {name}={value}")
+
+    Parser().feed(markup)
+    return found
+
+
+def test_atom_feeds_carry_the_payloads_as_text_with_no_script_elements(hostile):
+    import xml.etree.ElementTree as ET
+
+    import feedparser
+
+    paths = [f"/places/{p}.atom" for p in hostile.places] + [
+        f"/streets/{s}.atom" for s in hostile.streets
+    ]
+    titles = set()
+    for path in paths:
+        with urlopen(hostile.url + path) as answer:
+            raw = answer.read()
+        assert answer.status == 200
+        feed = feedparser.parse(raw)
+        assert not feed.bozo, (path, feed.bozo_exception)
+        # The raw XML, not feedparser's sanitised reading: a text construct is inert text;
+        # an html or xhtml one may hold no script, handler or javascript: link.
+        for element in ET.fromstring(raw).iter():
+            kind = element.get("type", "text")
+            if kind == "html":
+                assert _markup_problems(element.text or "") == [], (path, element.text)
+            elif kind == "xhtml":
+                inner = "".join(ET.tostring(child, encoding="unicode") for child in element)
+                assert _markup_problems(inner) == [], (path, inner)
+            href = element.get("href", "")
+            assert not href.strip().lower().startswith("javascript"), (path, href)
+        titles |= {_normal(entry.get("title", "")) for entry in feed.entries}
+    everything = "\n".join(titles)
+    missing = [n for n, t in hostile.sent["wj"].items() if _normal(t) not in everything]
+    assert missing == [], missing
+
+
+FORMULA = re.compile(r"^[=+\-@\t\r]")
+
+
+def test_csv_exports_hold_the_payloads_and_no_cell_starts_a_formula(hostile):
+    for path in ("/exports/observations.csv", "/exports/revisions.csv", "/exports/rollup.csv"):
+        with urlopen(hostile.url + path) as answer:
+            text = answer.read().decode("utf-8-sig")
+        rows = list(csv.reader(io.StringIO(text)))
+        assert len(rows) > 1, path
+        cells = [cell for row in rows[1:] for cell in row]
+        bad = [c for c in cells if FORMULA.match(c) and not _number(c)]
+        assert bad == [], (path, bad[:5])
+
+
+def _number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def test_geojson_exports_keep_the_payloads_as_plain_strings(hostile):
+    with urlopen(hostile.url + "/exports/works.geojson") as answer:
+        works = json.load(answer)
+    titles = {f["properties"].get("title") for f in works["features"]}
+    assert set(hostile.sent["wj"].values()) <= titles
+    with urlopen(hostile.url + "/exports/places.geojson") as answer:
+        places = json.load(answer)
+    names = {f["properties"].get("name") for f in places["features"]}
+    assert set(hostile.sent["pl"].values()) <= names
+
+
+# --- mail headers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["to", "subject", "header"])
+def test_a_line_break_in_a_mail_header_is_refused_before_it_is_queued(hostile, where):
+    payload = PAYLOADS["crlf"]
+    values = {"to": "a@example.com", "subject": "Hello", "headers": {"X-Name": "plain"}}
+    if where == "header":
+        values["headers"] = {"X-Name": payload}
+    else:
+        values[where] = payload
+    with Session(hostile.engine) as session:
+        with pytest.raises(TrackerError, match="single line"):
+            queue_mail(session, kind="test", body="body", **values)
+        session.rollback()
+
+
+def test_a_stored_mail_with_a_line_break_in_its_subject_is_never_built(hostile):
+    # A row written around queue_mail (or an old one) meets the same check when sent.
+    settings = Settings(database_url="sqlite://", secret_key="x", _env_file=None)
+    from tracker.models import utcnow
+
+    mail = OutboxMail(id=1, kind="test", to_address="a@example.com",
+                      subject=PAYLOADS["crlf"], body="body", created_at=utcnow())  # fmt: skip
+    with pytest.raises(TrackerError):
+        build_message(mail, settings)
+    clean = OutboxMail(id=2, kind="test", to_address="a@example.com", subject="Hi",
+                       body=PAYLOADS["crlf"], created_at=utcnow())  # fmt: skip
+    message = build_message(clean, settings).as_string()
+    head = message.split("\r\n\r\n", 1)[0]
+    assert "Bcc:" not in head and "victim@example.com" not in head
