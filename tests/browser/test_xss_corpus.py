@@ -63,6 +63,7 @@ class Hostile:
     places: list[str]
     streets: list[str]
     api_refs: list[str]
+    settings: Settings
 
 
 # --- the hostile city --------------------------------------------------------------------
@@ -290,7 +291,13 @@ def hostile(tmp_path_factory) -> Hostile:
         if spec.store:
             spec.store(city, spec.code, sent[spec.code])
     yield Hostile(
-        url, engine, sent, _place_ids(), street_ids, [f"api-{i}" for i in range(len(PAYLOADS))]
+        url,
+        engine,
+        sent,
+        _place_ids(),
+        street_ids,
+        [f"api-{i}" for i in range(len(PAYLOADS))],
+        settings,
     )
     stop()
     app.extensions["engine"].dispose()
@@ -585,3 +592,62 @@ def test_a_stored_mail_with_a_line_break_in_its_subject_is_never_built(hostile):
     message = build_message(clean, settings).as_string()
     head = message.split("\r\n\r\n", 1)[0]
     assert "Bcc:" not in head and "victim@example.com" not in head
+
+
+# --- alerts, their mails and the "your data" page -------------------------------------
+
+RESIDENT = "resident@example.com"
+
+
+def _breaks(text: str) -> bool:
+    return any(mark in text for mark in ("\r", "\n", "\u2028", "\u2029", "\x85"))
+
+
+SAFE_HEADERS = {
+    "From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
+    "Content-Transfer-Encoding", "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted",
+}  # fmt: skip
+
+
+def test_alerts_for_hostile_areas_inject_no_header_and_run_nothing_on_the_resident_pages(
+    browser, page_log, hostile
+):
+    from tracker.alerts import request_alert, token
+    from tracker.atom import find_area
+    from tracker.models import Subscription
+    from tracker.residents import resident_key
+
+    areas = [("place", p) for p in hostile.places] + [("street", s) for s in hostile.streets]
+    refused = []
+    with Session(hostile.engine) as session:
+        for kind, area_id in areas:
+            area = find_area(session, kind, area_id)
+            try:
+                request_alert(session, area, RESIDENT, settings=hostile.settings)
+                session.commit()
+            except TrackerError as error:
+                session.rollback()
+                refused.append((area.name, str(error)))
+        mails = session.scalars(select(OutboxMail).where(OutboxMail.to_address == RESIDENT)).all()
+        built = [build_message(mail, hostile.settings) for mail in mails]
+        confirm_links = [
+            f"/alerts/confirm/{token(sub, 'confirm', hostile.settings)}"
+            for sub in session.scalars(select(Subscription).where(Subscription.email == RESIDENT))
+        ]
+    # Only a name holding a line break is refused, as a header it would have broken.
+    assert all(_breaks(name) for name, _ in refused), refused
+    assert all("single line" in message for _, message in refused), refused
+    assert len(mails) == len(areas) - len(refused) > 0
+    for message in built:
+        assert set(message.keys()) <= SAFE_HEADERS, message.keys()
+        assert message["To"] == RESIDENT
+    page = _new_page(browser, hostile.url, page_log)
+    try:
+        crawler = Crawler(page, page_log)
+        for path in confirm_links[:10]:
+            crawler.visit(hostile.url + path)
+        crawler.visit(hostile.url + f"/me/{resident_key(RESIDENT, settings=hostile.settings)}")
+    finally:
+        page.context.close()
+    followed = {n: t for n, t in hostile.sent["pl"].items() if not _breaks(t)}
+    assert crawler.unseen(followed) == [], "place names on the your-data page"
