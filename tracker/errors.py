@@ -9,13 +9,23 @@ class TrackerError(Exception):
     status = 400
 
     def __init__(
-        self, message: str, *, status: int | None = None, errors: list[dict[str, Any]] | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        retry_after: int | None = None,
     ):
         super().__init__(message)
         self.message = message
         if status is not None:
             self.status = status
         self.errors = errors
+        self.retry_after = retry_after  # seconds; sent as a Retry-After header
+
+    def headers(self) -> dict[str, str]:
+        """The response headers this refusal carries (Retry-After when it has one)."""
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
     def to_json(self) -> dict[str, Any]:
         if self.errors is not None:

@@ -428,6 +428,17 @@ class OutboxMail(SQLModel, table=True):
 # problem reports and Open311 keys: migration 0013
 
 
+class RateCounter(SQLModel, table=True):
+    """Hits of one client in one fixed window of one bucket (tracker/ratelimit.py), kept
+    in the database so a limit holds across every worker and host. `client` is an
+    HMAC of the address with the secret key, never the address. Migration 0011."""
+
+    bucket: str = Field(primary_key=True, max_length=50)
+    client: str = Field(primary_key=True, max_length=64)
+    window_start: datetime = Field(primary_key=True, index=True)
+    count: int = 0
+
+
 class ResidentKey(SQLModel, table=True):
     """The key of a resident's "your data" link (/me/KEY, tracker/residents.py), stored
     as its SHA-256 with the email it opens. Migration 0012."""

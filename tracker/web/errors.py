@@ -19,8 +19,9 @@ def _wants_json() -> bool:
 
 def _tracker_error(exc: TrackerError):
     if _wants_json():
-        return jsonify(exc.to_json()), exc.status
-    return render_template("errors/error.html", status=exc.status, message=exc.message), exc.status
+        return jsonify(exc.to_json()), exc.status, exc.headers()
+    page = render_template("errors/error.html", status=exc.status, message=exc.message)
+    return page, exc.status, exc.headers()
 
 
 def _http_error(exc: HTTPException):

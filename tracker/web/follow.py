@@ -87,7 +87,7 @@ def _follow(kind: str, area_id: str):
         session.rollback()
         page = render_page("public/follow.html", area=area, feed=feed, email=email,
                            error=exc.message)  # fmt: skip
-        return page, exc.status
+        return page, exc.status, exc.headers()
     session.commit()
     return render_page("public/follow_sent.html", area=area)
 
@@ -95,10 +95,10 @@ def _follow(kind: str, area_id: str):
 def _rate_limit(session) -> None:
     """At most FOLLOW_LIMIT requests per client per hour, counted in the database."""
     try:
-        from tracker.ratelimit import enforce
+        from tracker.ratelimit import enforce, request_client
     except ImportError:  # the shared limiter is not in this tree yet
         return
-    enforce(session, bucket="follow", client=request.remote_addr or "unknown",
+    enforce(session, bucket="follow", client=request_client(), what="alert requests",
             limit=FOLLOW_LIMIT, per_seconds=FOLLOW_PER_SECONDS)  # fmt: skip
 
 
