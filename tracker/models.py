@@ -448,6 +448,53 @@ class ResidentKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ReportCategory(SQLModel, table=True):
+    """A kind of problem residents report (an Open311 service), routed to one agency;
+    from the tree's `report_categories`, retired (never deleted) when the file drops it."""
+
+    code: str = Field(primary_key=True, max_length=50)
+    name: str = Field(max_length=200)
+    description: str = Field(default="", max_length=500)
+    agency_id: str = Field(foreign_key="agency.id", max_length=100)
+    group_name: str | None = Field(default=None, max_length=100)
+    keywords: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    position: int = 0
+    retired_at: datetime | None = None
+
+
+class Report(SQLModel, table=True):
+    """A problem a resident reported (web form or Open311), routed to its category's agency.
+    `email` is the reporter's, never shown; status is open or closed with the agency's notes."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    category_code: str = Field(foreign_key="reportcategory.code", max_length=50, index=True)
+    agency_id: str = Field(foreign_key="agency.id", max_length=100, index=True)
+    place_id: str | None = Field(default=None, foreign_key="place.id", index=True)
+    status: str = Field(default="open", max_length=10, index=True)  # open | closed
+    status_notes: str | None = Field(default=None, sa_column=Column(Text))
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    lon: float
+    lat: float
+    address: str | None = Field(default=None, max_length=300)  # the street, as chosen
+    name: str = Field(default="", max_length=100)
+    email: str | None = Field(default=None, max_length=254)
+    source: str = Field(default="web", max_length=10)  # web | open311
+    open311_key_id: int | None = Field(default=None, foreign_key="open311key.id")
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Open311Key(SQLModel, table=True):
+    """An Open311 client application's api_key, stored as its SHA-256 only."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    key_hash: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
 class AuditEvent(SQLModel, table=True):
     """Who changed what, through which channel, when: old -> new."""
 
