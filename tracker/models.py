@@ -372,18 +372,45 @@ class SchedulerLease(SQLModel, table=True):
 
 
 class Comment(SQLModel, table=True):
-    """A resident's comment on a place, street or work. Written by the participation pages
-    still to come (comments, moderation); a place rename already carries them along."""
+    """A resident's comment on a place, work or measure (tracker/comments.py). No account:
+    a name, shown, and an email, never shown. Pre-moderated: `pending` until an official
+    publishes or rejects it (with a reason the author is mailed). Migration 0014."""
 
     id: int | None = Field(default=None, primary_key=True)
     place_id: str | None = Field(default=None, foreign_key="place.id", index=True)
     street_id: str | None = Field(default=None, foreign_key="street.id", index=True)
     work_id: int | None = Field(default=None, foreign_key="work.id", index=True)
+    measure_id: str | None = Field(default=None, foreign_key="node.id", max_length=100, index=True)
     author_name: str = Field(max_length=100)
+    email: str | None = Field(default=None, max_length=254, index=True)
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
-    status: str = Field(default="visible", max_length=10)  # visible | hidden
+    status: str = Field(default="pending", max_length=10, index=True)  # pending|published|rejected
+    reason: str | None = Field(default=None, sa_column=Column(Text))  # why it was rejected
     moderated_by: int | None = Field(default=None, foreign_key="user.id")
+    moderated_at: datetime | None = None
+    published_at: datetime | None = None
+    # Residents' "report this comment" clicks since it was last moderated: a published
+    # comment with any goes back to the moderation queue.
+    reports: int = 0
+
+
+class Challenge(SQLModel, table=True):
+    """A resident saying a work marked complete is not finished (tracker/challenges.py),
+    with a note and optionally where. The owning agency answers on /agency; the work page
+    shows open challenges and answers. `email` is never shown. Migration 0014."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    work_id: int = Field(foreign_key="work.id", index=True)
+    note: str = Field(sa_column=Column(Text, nullable=False))
+    location: str | None = Field(default=None, max_length=300)  # "outside number 12" …
+    author_name: str = Field(max_length=100)
+    email: str | None = Field(default=None, max_length=254, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default="open", max_length=10, index=True)  # open | answered | hidden
+    answer: str | None = Field(default=None, sa_column=Column(Text))
+    answered_at: datetime | None = None
+    answered_by: int | None = Field(default=None, foreign_key="user.id")
 
 
 class Subscription(SQLModel, table=True):
@@ -423,7 +450,7 @@ class OutboxMail(SQLModel, table=True):
 
 
 # --- participation (issue 12): each part keeps its tables in its own block ---------------
-# comments, challenges and rate limits: migration 0011
+# rate limits: migration 0011; comments and challenges: migration 0014
 # alerts (subscriptions): migration 0012
 # problem reports and Open311 keys: migration 0013
 
