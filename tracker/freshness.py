@@ -1,5 +1,6 @@
 """How fresh the data is: when the last submission arrived, and a stamp that moves with
-every change a page could show (a new batch, a tree, place, street or agency change)."""
+every change a page could show (a new batch, a tree, place, street or agency change,
+a published comment, a challenge or answer, a problem report or its update)."""
 
 import hashlib
 from datetime import datetime
@@ -23,7 +24,12 @@ _STAMP_FACTS = text(
     " (SELECT max(retired_at) FROM agency), (SELECT sum(length(name)) FROM agency),"
     # Published comments (place pages, feeds): publishing, hiding or deleting one moves these.
     " (SELECT count(*) FROM comment WHERE status = 'published'),"
-    " (SELECT sum(id) FROM comment WHERE status = 'published')"
+    " (SELECT sum(id) FROM comment WHERE status = 'published'),"
+    # Challenges (work pages): a new one, an answer or a hidden one moves these.
+    " (SELECT count(*) FROM challenge WHERE status <> 'hidden'),"
+    " (SELECT max(answered_at) FROM challenge),"
+    # Problem reports (map layer, report pages): a new one or any agency update.
+    " (SELECT count(*) FROM report), (SELECT max(updated_at) FROM report)"
 )
 
 
