@@ -96,6 +96,16 @@ def test_read_boundaries_takes_label_point(tmp_path):
     assert boundary.label == (172.605, -43.535)
 
 
+def test_read_boundaries_collapses_whitespace_in_names(tmp_path):
+    # A line break in a gazetteer's name would reach headings, map labels and mail subjects.
+    hostile = feature(
+        square(172.6, -43.54), id="a", name=" Upper\r\n  Riccarton\t", ward="Ward\nOne"
+    )
+    path = write(tmp_path, collection(hostile))
+    [boundary] = read_boundaries(path, id_property="id", name_property="name", area_property="ward")
+    assert (boundary.name, boundary.area) == ("Upper Riccarton", "Ward One")
+
+
 BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
 
 

@@ -89,7 +89,12 @@ def read_boundaries(
                 raise PlacesError(f"{where}: property {area_property!r} is missing or empty")
         geometry = _polygon(feature.get("geometry"), where)
         label = _label(props, where)
-        boundaries.append(Boundary(place_id, name.strip(), area, geometry, label))
+        # One line of single spaces, as street names are: a name goes into headings, map
+        # labels and mail subjects, where a line break has no place.
+        name = " ".join(name.split())
+        if area is not None:
+            area = " ".join(area.split())
+        boundaries.append(Boundary(place_id, name, area, geometry, label))
     return boundaries
 
 
