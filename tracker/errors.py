@@ -15,6 +15,7 @@ class TrackerError(Exception):
         status: int | None = None,
         errors: list[dict[str, Any]] | None = None,
         retry_after: int | None = None,
+        field: str | None = None,
     ):
         super().__init__(message)
         self.message = message
@@ -22,6 +23,8 @@ class TrackerError(Exception):
             self.status = status
         self.errors = errors
         self.retry_after = retry_after  # seconds; sent as a Retry-After header
+        # The input field the refusal is about (a form shows it there; an API names it).
+        self.field = field
 
     def headers(self) -> dict[str, str]:
         """The response headers this refusal carries (Retry-After when it has one)."""
