@@ -79,6 +79,23 @@ def test_every_neighbourhood_row_equals_the_api(app, client):
             assert expected == percent(node["expected"])
 
 
+@pytest.mark.parametrize("day", ["2013-06-30", "2014-06-30"])
+def test_figures_on_a_past_day_equal_the_api_on_that_day(app, client, day):
+    homes(app)
+    soup = page(client, f"/results/housing?date={day}&sort=progress")
+    assert f"Showing figures for {date.fromisoformat(day).strftime('%-d %b %Y')}" in text(soup)
+    for row in rows_of(soup):
+        node = api_node(client, place_of(row), "housing", f"&date={day}")
+        shown = row.select_one(".status")["class"][1].removeprefix("status-")
+        assert shown == (node["status"] if node else "no_data")
+    city = api_node(client, "tiny", "housing", f"&date={day}")
+    bar = soup.select_one("#city-figures .headline [role=progressbar]")
+    assert int(bar["aria-valuenow"]) == round(city["progress"] * 100)
+    # Sorting keeps the day, and the trail link explains the figure on that day.
+    assert all(f"date={day}" in a["href"] for a in soup.select("a[data-sort]"))
+    assert soup.find("a", string="How this figure is made")["href"].endswith(f"date={day}")
+
+
 def test_city_figures_equal_the_api(app, client):
     homes(app)
     soup = page(client, "/results/housing")
@@ -199,6 +216,8 @@ def test_the_map_draws_each_neighbourhood_in_its_status(app, client):
         ("/results/nope", 404),
         ("/results/housing?sort=value", 400),
         ("/results/housing?order=up", 400),
+        ("/results/housing?date=junk", 400),
+        ("/results/housing?date=2200-01-01", 400),
         ("/measures/nope", 404),
         ("/measures/homes-repaired?place=nowhere", 404),
     ],

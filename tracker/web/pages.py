@@ -191,13 +191,15 @@ def query_date(text: str | None) -> date | None:
         raise TrackerError(f"parameter 'date': {message}") from None
 
 
-def neighbourhood_row(definitions: TreeDef, place: dict, node_id: str | None) -> dict[str, Any]:
-    """One neighbourhood's figures for a node, as the city-wide maps and tables show them
-    (the roll-up at that place, cached per data version); "no_data" where the node takes
-    no part there."""
+def neighbourhood_row(
+    definitions: TreeDef, place: dict, node_id: str | None, on: date | None = None
+) -> dict[str, Any]:
+    """One neighbourhood's figures for a node on a day (default today), as the city-wide
+    maps and tables show them (the roll-up at that place, cached per data version);
+    "no_data" where the node takes no part there."""
     figures = None
     if node_id is not None:
-        answer = rollup(get_session(), place_id=place["id"], cache=app_cache(current_app))
+        answer = rollup(get_session(), place_id=place["id"], on=on, cache=app_cache(current_app))
         figures = answer.find(node_id)
         if figures is not None and not figures.takes_part:
             figures = None

@@ -10,6 +10,7 @@ from tracker.agencies import agency_names
 from tracker.charts import Milestone, SeriesPoint, progress_chart, short_date
 from tracker.db import get_session
 from tracker.errors import NotFound, TrackerError
+from tracker.limits import EARLIEST_DATE, LATEST_DATE
 from tracker.maps import STATUS_STYLES
 from tracker.places import list_places
 from tracker.rollup import app_cache, measure_series, rollup
@@ -23,6 +24,7 @@ from tracker.web.pages import (
     neighbourhoods_map,
     number,
     percent,
+    query_date,
     render_page,
     tree,
 )
@@ -50,20 +52,24 @@ def result(node_id: str):
         raise TrackerError(f"sort must be one of {', '.join(SORTS)}")
     if order not in ORDERS:
         raise TrackerError("order must be asc or desc")
+    on = query_date(request.args.get("date"))
     session = get_session()
     city_id = definitions.city_id
     if city_id is None:
         raise NotFound(f"no result or output {node_id!r}")
-    city = rollup(session, place_id=city_id, cache=app_cache(current_app)).find(node_id)
+    here = rollup(session, place_id=city_id, on=on, cache=app_cache(current_app))
+    city = here.find(node_id)
     neighbourhoods = [p for p in list_places(session) if p["level"] == "neighbourhood"]
-    rows = [neighbourhood_row(definitions, place, node_id) for place in neighbourhoods]
+    rows = [
+        neighbourhood_row(definitions, place, node_id, on=here.date) for place in neighbourhoods
+    ]
 
     def build():
         return neighbourhoods_map(
             rows, summary=_map_summary, label=f"Map of the neighbourhoods by {node.title}"
         )
 
-    rendered = cached_map("result", (node_id, definitions.today()), build)
+    rendered = cached_map("result", (node_id, here.date), build)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -83,7 +89,10 @@ def result(node_id: str):
         map=rendered,
         based_on=lambda figures: based_on(figures, definitions, city_id),
         freshness=freshness,
-        explain_url=url_for("api.get_explain", node=node_id, place=city_id),
+        explain_url=url_for("api.get_explain", node=node_id, place=city_id, date=here.date),
+        day_shown=here.date,
+        date_asked=on,
+        calendar=(EARLIEST_DATE, LATEST_DATE),
     )
 
 
