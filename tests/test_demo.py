@@ -52,11 +52,12 @@ def test_demo_loads_idempotently_and_is_labelled(runner, settings, monkeypatch):
     app = create_app(settings.model_copy(update={"tree": ROOT / "results_tree.yaml"}))
     client = app.test_client()
     page = client.get("/").get_data(as_text=True)
+    api_docs = client.get("/api/docs").get_data(as_text=True)
     places = client.get("/api/v1/places").get_json()
     opawa = client.get("/api/v1/streets?q=%C5%8Cp%C4%81wa").get_json()
     riccarton = client.get("/api/v1/streets?q=riccarton%20av").get_json()
     app.extensions["engine"].dispose()
-    assert "Demo data" in page
+    assert "Demo data" in page and "Demo data" in api_docs  # its examples are demo rows too
     assert "Dallington" in page
     levels = [f["properties"]["level"] for f in places["features"]]
     assert levels.count("city") == 1 and levels.count("neighbourhood") == 126

@@ -12,10 +12,11 @@ import shlex
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, request
 
 from tracker import __version__
 from tracker.api.spec import openapi_document
+from tracker.web.pages import render_page
 
 bp = Blueprint("api_docs", __name__)
 
@@ -30,7 +31,7 @@ def index():
         for path, item in document["paths"].items()
         for method, operation in item.items()
     ]
-    return render_template(
+    return render_page(
         "public/api_docs.html",
         document=document,
         operations=operations,
