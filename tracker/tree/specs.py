@@ -282,6 +282,21 @@ class AgencySpec(_Spec):
             feed._agency = self.id
 
 
+CategoryCode = Annotated[str, StringConstraints(max_length=50), AfterValidator(_slug)]
+Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+
+
+class ReportCategorySpec(_Spec):
+    """A kind of problem residents report (an Open311 service), routed to one agency."""
+
+    code: CategoryCode
+    name: Text
+    description: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = ""
+    agency: Slug
+    group: Text | None = None
+    keywords: list[Keyword] = []
+
+
 class Milestone(NamedTuple):
     """A point on a measure's expected path: `progress` (0..1) expected by `date`."""
 
@@ -370,6 +385,8 @@ class Tree(_Spec):
     agencies: list[AgencySpec] = []
     results: list[ResultSpec]
     retired: RetiredSpec = RetiredSpec()
+    # Extension to CONTRACT §2: what residents can report, and which agency hears of it.
+    report_categories: list[ReportCategorySpec] = []
     _path: Path | None = PrivateAttr(None)
     _boundaries: list[Boundary] = PrivateAttr(default_factory=list)
 
