@@ -43,6 +43,7 @@ _KINDS = {
     "measures": "measure",
     "agencies": "agency",
     "feeds": "feed",
+    "report_categories": "report category",
 }
 _MESSAGES = {
     "model_type": "should be a mapping",
@@ -63,7 +64,7 @@ def _line(lines: dict[Loc, int], loc: Loc) -> int | None:
 
 def _label(kind: str, item: Any, index: int) -> str:
     """How a message names a listed item: by its id, else by its place in the list."""
-    ident = item.get("id") if isinstance(item, dict) else None
+    ident = item.get("id", item.get("code")) if isinstance(item, dict) else None
     return f"{kind} {ident!r}" if isinstance(ident, str) and ident else f"{kind} #{index + 1}"
 
 
