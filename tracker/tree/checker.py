@@ -67,6 +67,7 @@ class _Checker:
             elif kind == "measure":
                 self._check_measure(loc, item)
         self._check_feeds(agencies, agency_ids, measure_agency)
+        self._check_report_categories(agency_ids)
         self._check_changes(nodes)
         return self.problems
 
@@ -230,6 +231,32 @@ class _Checker:
                 )
             if peak is None or progress > peak[1]:
                 peak = (when, progress)
+
+    def _check_report_categories(self, agency_ids: set) -> None:
+        """Report categories: a unique code each, and an agency of the tree."""
+        categories = _items(self.data, "report_categories")
+        seen = []
+        for index, item in categories:
+            loc = ("report_categories", index)
+            code = item.get("code")
+            seen.append((code, loc))
+            agency = item.get("agency")
+            if isinstance(agency, str) and agency not in agency_ids:
+                label = _label("report category", item, index)
+                self.report((*loc, "agency"), f"{label}: unknown agency {agency!r}")
+        # _duplicates reads the line of each entry's "id": point it at "code" instead.
+        first: dict[str, int | None] = {}
+        for code, loc in seen:
+            if not isinstance(code, str):
+                continue
+            line = _line(self.lines, (*loc, "code"))
+            if code in first:
+                self.report(
+                    (*loc, "code"),
+                    f"duplicate report category code {code!r}: already used at line {first[code]}",
+                )
+            else:
+                first[code] = line
 
     def _check_changes(self, nodes: list[tuple[Loc, str, dict]]) -> None:
         """Renames, moves and retirements (`was`, `moved_from`, `places.renamed`,
