@@ -5,7 +5,16 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from tracker.models import Agency, Dimension, Feed, MeasurePlace, Node, Place, utcnow
+from tracker.models import (
+    Agency,
+    Dimension,
+    Feed,
+    MeasurePlace,
+    Node,
+    Place,
+    ReportCategory,
+    utcnow,
+)
 from tracker.places import StreetRecord, store_places
 from tracker.tree.changes import (
     TreeChangeRefused,
@@ -37,8 +46,8 @@ _MEASURE_COLUMNS = (
 def store_tree(
     session: Session, tree: Tree, *, streets: list[StreetRecord] | None = None
 ) -> TreeChanges:
-    """Store the tree's places (and `streets` when given), agencies, nodes, dimensions and
-    feeds, and say what changed; the caller commits.
+    """Store the tree's places (and `streets` when given), agencies, nodes, dimensions,
+    feeds and report categories, and say what changed; the caller commits.
 
     Ids the file dropped are retired (never deleted) and un-retired when they come back.
     TreeChangeRefused, before anything is kept, when that would stop showing stored
@@ -65,6 +74,7 @@ def store_tree(
     _store_nodes(session, tree, now)
     _dimensions_changed(session, _store_dimensions(session, tree))
     _store_feeds(session, tree, now)
+    _store_report_categories(session, tree, now)
     session.flush()  # renamed measures and places exist before their history moves
     touched = move_measure_history(session, tree, changes)
     touched |= move_place_history(session, tree, changes)
@@ -266,6 +276,30 @@ def _store_feeds(session: Session, tree: Tree, now: datetime) -> None:
             # forget its validators rather than earn a 304 that keeps the old result.
             row.etag = row.last_modified = None
         _assign(row, values)
+    for row in rows.values():
+        if row.retired_at is None:
+            row.retired_at = now
+
+
+def _store_report_categories(session: Session, tree: Tree, now: datetime) -> None:
+    """Upsert report categories by code, in file order as `position`; retire dropped ones
+    (reports keep pointing at them) and un-retire those that come back."""
+    rows = {row.code: row for row in session.exec(select(ReportCategory))}
+    for position, spec in enumerate(tree.report_categories):
+        values = {
+            "name": spec.name,
+            "description": spec.description,
+            "agency_id": spec.agency,
+            "group_name": spec.group,
+            "keywords": list(spec.keywords),
+            "position": position,
+            "retired_at": None,
+        }
+        row = rows.pop(spec.code, None)
+        if row is None:
+            session.add(ReportCategory(code=spec.code, **values))
+        else:
+            _assign(row, values)
     for row in rows.values():
         if row.retired_at is None:
             row.retired_at = now
