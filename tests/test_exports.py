@@ -197,7 +197,14 @@ def test_rollup_csv_defaults_to_today_in_christchurch(filled, client):
 def test_a_bad_date_is_refused_with_400(filled, client, bad):
     response = client.get(f"/exports/rollup.csv?date={bad}")
     assert response.status_code == 400
-    assert "parameter &#39;date&#39;" in response.get_data(as_text=True)
+    # A program asked for a file: the refusal is JSON, as the API's are.
+    assert response.is_json and "parameter 'date'" in response.get_json()["error"]
+
+
+def test_an_unknown_export_is_a_json_404_and_the_index_stays_a_page(client):
+    missing = client.get("/exports/nothing.csv")
+    assert missing.status_code == 404 and missing.is_json
+    assert client.get("/exports/").mimetype == "text/html"
 
 
 # --- the data package --------------------------------------------------------------------

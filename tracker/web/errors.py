@@ -1,4 +1,5 @@
-"""One handler for every refusal: JSON under /api, an HTML page elsewhere."""
+"""One handler for every refusal: JSON for the API and the export files (programs read
+them), an HTML page elsewhere."""
 
 from flask import Flask, jsonify, render_template, request
 from sqlalchemy.exc import OperationalError
@@ -14,7 +15,9 @@ def init_app(app: Flask) -> None:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/")
+    # /exports/ itself is a page; /exports/observations.csv and the like are data files.
+    exports_file = request.path.startswith("/exports/") and request.path != "/exports/"
+    return request.path.startswith("/api/") or exports_file
 
 
 def _tracker_error(exc: TrackerError):
