@@ -97,6 +97,18 @@ def test_prune_drops_only_windows_older_than_a_day(app):
     assert [c.window_start for c in counters(app)] == [datetime(2026, 12, 2, 8, tzinfo=UTC)]
 
 
+def test_the_scheduler_s_alerts_job_prunes_old_windows(app, settings):
+    from tracker.scheduler import FeedScheduler
+
+    now = datetime.now(UTC)
+    hits(app, 1, now=now - timedelta(days=3))
+    hits(app, 1, now=now)
+    scheduler = FeedScheduler(app.extensions["engine"], holder="prune-test", settings=settings)
+    scheduler._run_alerts()  # the job's body, as the scheduler calls it every 5 minutes
+    assert [c.count for c in counters(app)] == [1]
+    assert counters(app)[0].window_start > now - timedelta(hours=1)
+
+
 def test_a_window_longer_than_a_day_is_refused(app):
     with app.app_context(), Session(app.extensions["engine"]) as session, pytest.raises(ValueError):
         enforce(session, bucket="b", client=ADDRESS, limit=1, per_seconds=2 * 86400)

@@ -246,8 +246,10 @@ class FeedScheduler:
             log.exception("sending mail failed")
 
     def _run_alerts(self) -> None:
-        """The alerts job: `tracker alerts digest`, if this process still holds the lease."""
+        """The alerts job: `tracker alerts digest`, then old rate counters pruned, if this
+        process still holds the lease."""
         from tracker.alerts import run_digests
+        from tracker.ratelimit import prune as prune_rate_counters
 
         if not take_lease(self.engine, LEASE_NAME, self.holder, self.timing.lease):
             self._lost_lease()
@@ -256,6 +258,12 @@ class FeedScheduler:
             run_digests(self.engine, self.settings)
         except Exception:
             log.exception("building alert digests failed")
+        try:  # rate counters of windows long closed: a quiet site prunes them too
+            with Session(self.engine) as session:
+                prune_rate_counters(session)
+                session.commit()
+        except Exception:
+            log.exception("pruning rate counters failed")
 
     def _heartbeat(self) -> None:
         """Renew the lease; wake _serve() when it is lost."""
