@@ -12,6 +12,7 @@ def init_app(app: Flask) -> None:
         api_docs,
         assets,
         auth,
+        challenges,
         errors,
         exports,
         feeds,
@@ -40,4 +41,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(exports.bp)
     app.register_blueprint(api_docs.bp)
     app.register_blueprint(follow.bp)
+    app.register_blueprint(challenges.bp)
     errors.init_app(app)
