@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, request
 
+from tracker import challenges
 from tracker.agencies import find_agency, retired_measures
 from tracker.clock import city_timezone, local_time
 from tracker.db import get_session
@@ -205,6 +206,7 @@ def work(agency_id: str, ref: str):
         measure=measure_node,
         unit=measure.unit if measure else None,
         map=rendered,
+        challenges=challenges.for_work(session, work.id),
         local=lambda moment: _local(moment, timezone),
     )
 
