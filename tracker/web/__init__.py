@@ -37,9 +37,13 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(agencies.bp)
     app.register_blueprint(agency.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(comment_pages.bp)
     app.register_blueprint(feeds.bp)
     app.register_blueprint(exports.bp)
     app.register_blueprint(api_docs.bp)
+    from tracker.web import reports as report_pages  # not `reports`: tracker.reports is
+
+    app.register_blueprint(report_pages.bp)
     app.register_blueprint(follow.bp)
     app.register_blueprint(challenges.bp)
     errors.init_app(app)
