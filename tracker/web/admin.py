@@ -3,6 +3,7 @@ the audit trail."""
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
+from tracker import comments
 from tracker.audit import audit_trail
 from tracker.auth import (
     ROLES,
@@ -16,6 +17,7 @@ from tracker.auth import (
     revoke_token,
     set_password,
 )
+from tracker.clock import city_timezone, local_time
 from tracker.db import get_session, transaction
 from tracker.errors import TrackerError
 from tracker.history import measure_titles
@@ -156,3 +158,55 @@ def audit():
         place_id=place_id,
         limit=AUDIT_LIMIT,
     )
+
+
+# --- comments: moderation --------------------------------------------------------------
+
+
+@bp.get("/comments")
+@login_required("official")
+def comment_queue():
+    """Comments waiting for an official: pending ones, and published ones reported since."""
+    return _queue_page()
+
+
+def _queue_page(*, error=None, failed=None, reason="", status=200):
+    session = get_session()
+    timezone = city_timezone(session)
+    page = render_template(
+        "admin/comments.html",
+        items=comments.queue(session),
+        local=lambda moment: local_time(moment, timezone).strftime("%-d %b %Y, %-I:%M %p"),
+        error=error,
+        failed=failed,
+        reason=reason,
+    )
+    return page, status, {"Cache-Control": "no-store"}
+
+
+@bp.post("/comments/<int:comment_id>/publish")
+@login_required("official")
+def publish_comment(comment_id: int):
+    """Publish a comment (or keep a reported one up); the author is mailed."""
+    try:
+        with transaction() as session:
+            comments.publish(session, comment_id, current_user().id)
+    except TrackerError as exc:
+        return _queue_page(error=f"Comment #{comment_id}: {exc.message}", status=exc.status)
+    flash(f"Comment #{comment_id} is published.", "info")
+    return redirect(url_for(".comment_queue"), 303)
+
+
+@bp.post("/comments/<int:comment_id>/reject")
+@login_required("official")
+def reject_comment(comment_id: int):
+    """Reject a comment, or take a published one down, with a reason mailed to its author."""
+    reason = request.form.get("reason", "")
+    try:
+        with transaction() as session:
+            comments.reject(session, comment_id, current_user().id, reason)
+    except TrackerError as exc:
+        return _queue_page(error=f"Comment #{comment_id} not rejected: {exc.message}",
+                           failed=comment_id, reason=reason, status=exc.status)  # fmt: skip
+    flash(f"Comment #{comment_id} is rejected; its author is told why.", "info")
+    return redirect(url_for(".comment_queue"), 303)
