@@ -14,6 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from importers import load_importers
     from tracker import db, security
     from tracker.api import api
+    from tracker.open311 import bp as open311
     from tracker.web import init_app as init_web
 
     settings = settings or Settings()
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app)
     security.init_app(app)
     app.register_blueprint(api)
+    app.register_blueprint(open311)  # GeoReport v2 (CONTRACT §8), beside /api
     init_web(app)
     return app
 

@@ -231,6 +231,54 @@ def agency_revoke(token_id: int) -> None:
 
 
 @main.group()
+def open311() -> None:
+    """Open311 GeoReport v2 api_keys for client applications (they POST reports)."""
+
+
+@open311.command("key")
+@click.argument("name")
+def open311_key(name: str) -> None:
+    """Issue an api_key for the client application NAME; the key alone is printed on the
+    last line."""
+    from tracker.open311 import issue_key
+
+    with _database() as session:
+        key = issue_key(session, name)
+    click.echo(f"Open311 api_key for {name.strip()} (shown once; only its hash is stored):")
+    click.echo(key)
+
+
+@open311.command("keys")
+def open311_keys() -> None:
+    """List the Open311 api_keys: id, created, last used, revoked, name (never the key)."""
+    from tracker.open311 import list_keys
+
+    with _database() as session:
+        keys = list_keys(session)
+    if not keys:
+        click.echo("No Open311 api_keys.")
+        return
+    click.echo(f"{'ID':>5}  {'CREATED':16}  {'LAST USED':16}  {'REVOKED':16}  NAME")
+    for k in keys:
+        times = "  ".join(
+            f"{_minute(moment) or '-':16}"
+            for moment in (k.created_at, k.last_used_at, k.revoked_at)
+        )
+        click.echo(f"{k.id:>5}  {times}  {k.name}")
+
+
+@open311.command("revoke")
+@click.argument("key_id", type=int)
+def open311_revoke(key_id: int) -> None:
+    """Revoke Open311 api_key KEY_ID (see `tracker open311 keys`); its POSTs get 403 at once."""
+    from tracker.open311 import revoke_key
+
+    with _database() as session:
+        key = revoke_key(session, key_id)
+    click.echo(f"Open311 api_key {key.id} ({key.name}) revoked at {_minute(key.revoked_at)} UTC.")
+
+
+@main.group()
 def mail() -> None:
     """The outbox: every mail the tracker sends waits there until sent."""
 
