@@ -15,6 +15,7 @@ from tracker.maps import STATUS_STYLES, WORK_STYLES, Area, WorkMark, build_map
 from tracker.places.search import place_geometry
 from tracker.rollup import app_cache, rollup
 from tracker.text import search_key
+from tracker.web.comments import comment_rows
 from tracker.web.page_cache import public_page
 from tracker.web.pages import (
     based_on,
@@ -115,6 +116,7 @@ def place(place_id: str):
             key=lambda p: search_key(p.name),
         ),
         here=here,
+        comments=comment_rows(session, place_id=place_id),
         city=city,
         date_asked=on,
         calendar=(EARLIEST_DATE, LATEST_DATE),
