@@ -13,6 +13,7 @@ from tracker.feeds import feed_health
 from tracker.maps import WORK_STYLES, Area, WorkMark, build_map
 from tracker.rollup import app_cache, rollup, timeliness
 from tracker.vocabulary import WORK_STATUSES
+from tracker.web.comments import comment_rows
 from tracker.web.page_cache import public_page
 from tracker.web.pages import cached_map, map_tiles, query_cursor, render_page, tree
 from tracker.works import (
@@ -196,6 +197,7 @@ def work(agency_id: str, ref: str):
         unknown_weeks=STATUS_UNKNOWN_AFTER.days // 7,
         was_open=work.status in OPEN_STATUSES,
         history=status_history(session, work.id),
+        comments=comment_rows(session, work_id=work.id),
         channels=CHANNELS,
         places=places,
         streets=streets,
