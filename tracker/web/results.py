@@ -15,6 +15,7 @@ from tracker.maps import STATUS_STYLES
 from tracker.places import list_places
 from tracker.rollup import app_cache, measure_series, rollup
 from tracker.rollup.definitions import TreeDef
+from tracker.web.comments import comment_rows
 from tracker.web.page_cache import public_page
 from tracker.web.pages import (
     based_on,
@@ -225,6 +226,7 @@ def measure(node_id: str):
     return render_page(
         "public/measure.html",
         node=node,
+        comments=comment_rows(session, measure_id=node_id),
         spec=spec,
         place=place,
         is_city=place_id == definitions.city_id,
