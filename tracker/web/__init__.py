@@ -24,6 +24,7 @@ def init_app(app: Flask) -> None:
         search,
         streets,
     )
+    from tracker.web import comments as comment_pages
 
     csrf.init_app(app)
     auth.init_app(app)
