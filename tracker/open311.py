@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from werkzeug.exceptions import HTTPException
 
@@ -33,6 +34,7 @@ from tracker.mail import link
 from tracker.models import Agency, Open311Key, Place, Report, ReportCategory, utcnow
 from tracker.places import resolve_street, search_streets
 from tracker.ratelimit import enforce
+from tracker.web.errors import BUSY, RETRY_AFTER_SECONDS
 
 KEY_PREFIX = "o311_"
 NAME_MAX = 100  # Open311Key.name
@@ -355,7 +357,8 @@ def create_request(fmt: str):
     _json_only(fmt)
     fields = _posted_fields()
     with transaction() as session:
-        key = key_for(session, fields.get("api_key") or request.args.get("api_key", ""))
+        # In the body only, as the spec has it: a key in the URL would land in access logs.
+        key = key_for(session, fields.get("api_key") or "")
         enforce(
             session,
             bucket="open311-post",
@@ -512,6 +515,16 @@ def not_found(rest: str):
 def _refused(exc: TrackerError):
     response = _answer(error_body(exc.status, exc.message), exc.status)
     response.headers.update(exc.headers())
+    return response
+
+
+@bp.errorhandler(OperationalError)
+def _busy(exc: OperationalError):
+    """SQLite's write lock held too long (as tracker.web.errors): 503, safe to retry."""
+    if "database is locked" not in str(exc.orig):
+        raise exc
+    response = _answer(error_body(503, BUSY), 503)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 
