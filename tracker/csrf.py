@@ -2,7 +2,8 @@
 
 Each browser session gets a random token, put in every form as a hidden field; every
 POST, PUT, PATCH or DELETE outside /api/ must send it back. The JSON API is exempt: it
-authenticates with Bearer tokens, which a browser never adds to a forged request.
+authenticates with Bearer tokens, which a browser never adds to a forged request. So is
+Open311's POST (tracker.open311, marked with `exempt`): a program's, proved by its api_key.
 """
 
 import hmac
@@ -18,8 +19,8 @@ _EXEMPT: set = set()  # views that authenticate each request by a token in their
 
 
 def exempt(view):
-    """Exempt one view: only for a POST that a mail program sends without any page
-    (RFC 8058 one-click unsubscribe), whose URL token is the proof instead."""
+    """Exempt one view: only for a POST that no page of ours sends and that carries its own
+    proof: RFC 8058 one-click unsubscribe (a URL token), an Open311 client (its api_key)."""
     _EXEMPT.add(view)
     return view
 
