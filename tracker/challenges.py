@@ -116,7 +116,7 @@ def submit_challenge(
     title = _one_line(work.title)
     yours = me_link(session, email, settings=settings)
     page = link(_work_path(work), settings=settings)
-    where = f"\nWhere: {location}" if location else ""
+    where = f"\nWhere: {location}\n" if location else ""
     queue_mail(
         session,
         kind="challenge.received",
@@ -124,7 +124,7 @@ def submit_challenge(
         subject=f"Your note: {title} isn't finished",
         body=(
             f"Thank you, {author_name}. You told the Rebuild tracker that this work, marked "
-            f"complete, is not finished:\n\n{title}\n{page}\n\nYour note:\n{note}\n{where}\n\n"
+            f"complete, is not finished:\n\n{title}\n{page}\n\nYour note:\n{note}\n{where}\n"
             "The agency responsible has been told. The work page now says that a resident "
             "says it is not finished; your note is shown there, with the agency's answer, "
             "once the agency answers. We will mail you the answer.\n\n"
@@ -140,7 +140,7 @@ def submit_challenge(
             body=(
                 f"{author_name} says this work, marked complete, is not finished:\n\n"
                 f"{title} ({work.agency_id}/{work.ref})\n{page}\n\nTheir note:\n{note}\n"
-                f"{where}\n\nAnswer it, or hide it if it is abusive, on the Challenges tab: "
+                f"{where}\nAnswer it, or hide it if it is abusive, on the Challenges tab: "
                 f"{link('/agency/challenges', settings=settings)}\n"
                 "The note is shown on the work page only with your answer.\n"
             ),
