@@ -449,3 +449,20 @@ def test_the_key_hash_column_holds_only_hashes(app, key):
     with app.extensions["engine"].connect() as connection:
         hashes = connection.execute(text("SELECT key_hash FROM open311key")).scalars().all()
     assert hashes == [hashlib.sha256(key.encode()).hexdigest()]
+
+
+def test_a_json_body_must_be_an_object_of_plain_values(app, client, categories, key):
+    url = f"{V2}/requests.json"
+    assert_error(client.post(url, json=["api_key", key]), 400, "JSON body must be an object")
+    nested = {"api_key": key, "service_code": "pothole", "description": {"text": "x"}, **POINT}
+    assert_error(client.post(url, json=nested), 400, "description must be a string")
+    nul = {"api_key": key, "service_code": "pothole", "description": "a\x00b", **POINT}
+    assert_error(client.post(url, json=nul), 400, "NUL")
+    assert_error(client.post(url, data="{not json", content_type="application/json"), 400)
+    assert stored(app) == []
+
+
+def test_a_body_over_the_limit_is_a_413_array(app, client, categories, key):
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    assert_error(post(client, key, description="x" * 2000), 413, "larger than")
+    assert stored(app) == []
