@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlmodel import Session
 from staff_helpers import add_user, csrf_token, sign_in
 
+from tracker.auth import disable_user
 from tracker.mail import deliver
-from tracker.models import Challenge, OutboxMail
+from tracker.models import Agency, Challenge, OutboxMail, User
 
 RESIDENT = "ana@example.org"
 STAFF = "works@council.example"
@@ -294,3 +295,25 @@ def test_the_mails_go_out_over_smtp(city, client):
     assert set(received) == {(RESIDENT,), (STAFF,)}
     assert received[(STAFF,)]["Subject"] == "A resident says Footpath w1 isn't finished"
     assert RESIDENT not in received[(STAFF,)].get_content()
+
+
+def test_each_active_staff_account_of_the_agency_is_mailed_else_its_contact(city, client):
+    second = add_user(city, "second@council.example", agency_id="council")
+    add_user(city, "official@city.example", role="official")
+    gone = add_user(city, "gone@council.example", agency_id="council")
+    with Session(city.extensions["engine"]) as session:
+        disable_user(session, gone)
+        session.commit()
+    challenge(client)
+    told = sorted(m.to_address for m in mails(city, "challenge.agency"))
+    assert told == ["second@council.example", STAFF]
+    # An agency without active accounts: its contact address from the tree.
+    with Session(city.extensions["engine"]) as session:
+        for user_id in (second, *session.scalars(select(User.id).where(User.email == STAFF))):
+            disable_user(session, user_id)
+        session.get(Agency, "council").email = "works@council.example.nz"
+        session.commit()
+    challenge(client)
+    assert [m.to_address for m in mails(city, "challenge.agency")][2:] == [
+        "works@council.example.nz"
+    ]
