@@ -4,6 +4,7 @@ spec's error body, and the `tracker open311` key commands."""
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -466,3 +467,54 @@ def test_a_body_over_the_limit_is_a_413_array(app, client, categories, key):
     app.config["MAX_CONTENT_LENGTH"] = 1000
     assert_error(post(client, key, description="x" * 2000), 413, "larger than")
     assert stored(app) == []
+
+
+TREE_CATEGORIES = """\
+report_categories:
+  - code: silt
+    name: Liquefaction silt
+    agency: eqc
+    keywords: [silt, liquefaction]
+  - code: pothole
+    name: Pothole
+    description: A hole in a road
+    agency: council
+    group: Roads
+"""
+
+
+def test_the_tree_report_categories_are_the_services(settings, tmp_path):
+    """End to end from the tree file: `tracker init` stores its report_categories, which
+    services.json lists in the file's order, and a POST for one reaches its agency."""
+    from tracker import create_app
+    from tracker.cli import initialise
+
+    tiny = Path(settings.tree).parent
+    tree = (tiny / "tree.yaml").read_text(encoding="utf-8")
+    for name in ("neighbourhoods.geojson", "streets.geojson"):
+        tree = tree.replace(f": {name}", f": {tiny / name}")
+    path = tmp_path / "tree.yaml"
+    path.write_text(tree + TREE_CATEGORIES, encoding="utf-8")
+    settings = settings.model_copy(update={"tree": path})
+    engine, _ = initialise(settings)
+    engine.dispose()
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        services = client.get(f"{V2}/services.json").get_json()
+        assert [(s["service_code"], s["keywords"], s["group"]) for s in services] == [
+            ("silt", "silt,liquefaction", ""),
+            ("pothole", "", "Roads"),
+        ]
+        with Session(app.extensions["engine"]) as session:
+            issued = open311.issue_key(session, "Tree test")
+            session.commit()
+        answer = post(client, issued, service_code="silt", email=EMAIL)
+        assert answer.status_code == 201, answer.get_data(as_text=True)
+        [one] = client.get(f"{V2}/requests.json?service_code=silt").get_json()
+        assert (one["agency_responsible"], one["service_name"]) == (
+            "Earthquake Commission",
+            "Liquefaction silt",
+        )
+    finally:
+        app.extensions["engine"].dispose()
