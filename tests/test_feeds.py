@@ -69,7 +69,7 @@ def add_feed(engine, url: str, **values) -> str:
         "url": url,
         "format": "csv",
         "every": "6h",
-        "timeout": 10,  # generous: a loaded CI machine can take over 1 s; timeout tests set their own
+        "timeout": 10,  # a loaded CI machine took over 1 s; timeout tests set their own
         "measure_id": "homes-repaired",
         "fields": MAPPED,
         "place_match": "name",
