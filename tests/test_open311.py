@@ -98,6 +98,7 @@ def test_services_list_the_live_categories_in_the_spec_fields(client, categories
     response = client.get(f"{V2}/services.json")
     assert response.status_code == 200
     assert response.mimetype == "application/json"
+    assert response.headers["Access-Control-Allow-Origin"] == "*"  # readable from any site
     assert response.get_json() == [
         {"service_code": "liquefaction", "service_name": "Liquefaction silt", "description": "",
          "metadata": False, "type": "realtime", "keywords": "", "group": ""},
@@ -122,6 +123,7 @@ def test_a_posted_request_is_stored_for_its_category_agency(app, client, categor
                     address_string="outside number 12")  # fmt: skip
     assert response.status_code == 201
     [report] = stored(app)
+    assert "Access-Control-Allow-Origin" not in response.headers
     assert response.get_json() == [
         {
             "service_request_id": str(report.id),

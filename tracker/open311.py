@@ -295,8 +295,15 @@ def _json_only(fmt: str) -> None:
 
 
 def _answer(body: Any, status: int = 200) -> Response:
-    """JSON in the spec's field order (the app's JSON provider would sort the keys)."""
-    return Response(json.dumps(body, ensure_ascii=False), status, mimetype="application/json")
+    """JSON in the spec's field order (the app's JSON provider would sort the keys).
+
+    Reading is open to pages on other sites (a map of reports), as the exports are: GET
+    answers hold nothing private. A POST answer is not, so a browser page elsewhere cannot
+    read what a key it holds was told."""
+    response = Response(json.dumps(body, ensure_ascii=False), status, mimetype="application/json")
+    if request.method in ("GET", "HEAD"):
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
 
 
 @bp.get("/v2/services.<fmt>")
