@@ -22,7 +22,7 @@ from typing import Any
 import folium
 import shapely
 import shapely.geometry
-from folium.features import GeoJsonTooltip
+from folium.features import GeoJsonPopup, GeoJsonTooltip
 
 from tracker.geometry import point_on
 from tracker.rollup.cache import LRU
@@ -69,6 +69,13 @@ WORK_STYLES: Mapping[str, Style] = {
 }
 
 
+# Problem reports (tracker.reports): open ones stand out, closed ones fade.
+REPORT_STYLES: Mapping[str, Style] = {
+    "open": Style("Open report", "#c51b7d", "#ffffff", fill_opacity=0.95),
+    "closed": Style("Closed report", "#b8b8b8", "#444444", dash="2 2", fill_opacity=0.8),
+}
+
+
 @dataclass(frozen=True)
 class Tiles:
     """A background tile layer: an XYZ URL template and its attribution (HTML)."""
@@ -107,6 +114,17 @@ class WorkMark:
     geometry: Mapping[str, Any]
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReportMark:
+    """A problem report: its number, category, status (a REPORT_STYLES key) and point."""
+
+    id: int
+    title: str
+    status: str
+    lon: float
+    lat: float
+
+
 @dataclass(frozen=True)
 class RenderedMap:
     """A map ready for a page: its <div>, and its JavaScript without a <script> tag."""
@@ -139,13 +157,15 @@ def build_map(
     areas: Sequence[Area] = (),
     lines: Sequence[Line] = (),
     works: Sequence[WorkMark] = (),
+    reports: Sequence[ReportMark] = (),
     tiles: Tiles | None = None,
     bounds: Sequence[float] | None = None,
     simplify: float | None = None,
     works_as_points: bool = False,
     label: str = "Map",
 ) -> RenderedMap:
-    """A Leaflet map of `areas` (by status), `lines` and `works` (one layer per agency).
+    """A Leaflet map of `areas` (by status), `lines`, `works` (one layer per agency) and
+    problem `reports` (one layer, each with a popup linking to its page).
 
     `bounds` is [west, south, east, north] to show; without it the map fits its features.
     For a whole-city view, `simplify` (degrees) thins the areas' boundaries and
@@ -184,10 +204,17 @@ def build_map(
     for agency, marks in _by_agency(works).items():
         _works_layer(agency, marks).add_to(m)
         layers.append(agency)
+    if reports:
+        _reports_layer(reports).add_to(m)
+        layers.append("Problem reports")
     if len(layers) > 1 or (layers and areas):
         # Collapsed: open, it would cover a phone's map; it opens on tap, hover or focus.
         folium.LayerControl(collapsed=True).add_to(m)
-    extent = bounds or _extent([a.geometry for a in areas] + [x.geometry for x in (*lines, *works)])
+    extent = bounds or _extent(
+        [a.geometry for a in areas]
+        + [x.geometry for x in (*lines, *works)]
+        + [{"type": "Point", "coordinates": [r.lon, r.lat]} for r in reports]
+    )
     if extent is not None:
         west, south, east, north = extent
         m.fit_bounds([[south, west], [north, east]])
@@ -220,6 +247,30 @@ def _works_layer(agency: str, marks: Sequence[WorkMark]) -> folium.GeoJson:
         weight=2,
         marker=folium.CircleMarker(radius=6, fill=True),
     )
+
+
+def _reports_layer(reports: Sequence[ReportMark]) -> folium.GeoJson:
+    """Reports as points; the popup's link is ours, its words escaped with map_text."""
+    layer = _layer(
+        "Problem reports",
+        [
+            (
+                f"report-{r.id}",
+                {"type": "Point", "coordinates": [r.lon, r.lat]},
+                REPORT_STYLES[r.status],
+                {"title": f"Report {r.id}: {r.title}"},
+            )
+            for r in reports
+        ],
+        weight=2,
+        marker=folium.CircleMarker(radius=5, fill=True),
+    )
+    for feature, report in zip(layer.data["features"], reports, strict=True):
+        feature["properties"]["link"] = (
+            f'<a href="/reports/{int(report.id)}">{feature["properties"]["title"]}</a>'
+        )
+    GeoJsonPopup(fields=["link"], labels=False).add_to(layer)
+    return layer
 
 
 def _layer(

@@ -17,6 +17,7 @@ import math
 import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from shapely.geometry import Point
 from sqlalchemy import case, func, select
@@ -26,12 +27,22 @@ from tracker.alerts import valid_email
 from tracker.errors import NotFound, TrackerError
 from tracker.geometry import point_on
 from tracker.mail import link, queue_mail
-from tracker.models import Agency, AuditEvent, Report, ReportCategory, Street, User, utcnow
+from tracker.models import (
+    Agency,
+    AuditEvent,
+    Place,
+    Report,
+    ReportCategory,
+    Street,
+    User,
+    utcnow,
+)
 from tracker.places.locate import city_extent, locate_point, resolve_street
 from tracker.residents import me_link
 from tracker.settings import Settings
 
 STATUSES = ("open", "closed")
+STATUS_LABELS = {"open": "Open", "closed": "Closed"}
 SOURCES = ("web", "open311")
 DESCRIPTION_MAX = 2000
 NAME_MAX = 100
@@ -49,6 +60,21 @@ def categories(session: Session) -> list[ReportCategory]:
             .order_by(ReportCategory.position, ReportCategory.code)
         )
     )
+
+
+def category_names(session: Session) -> dict[str, str]:
+    """{code: name} of every category, retired ones too (old reports keep theirs)."""
+    return dict(session.execute(select(ReportCategory.code, ReportCategory.name)).all())
+
+
+def place_point(session: Session, place_id: str) -> tuple[float, float] | None:
+    """(lon, lat) of a live place's label point, where a report from its page starts."""
+    row = session.execute(
+        select(Place.label_lon, Place.label_lat).where(
+            Place.id == place_id, Place.retired_at.is_(None)
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
 
 
 def category(session: Session, code: str) -> ReportCategory:
@@ -121,6 +147,24 @@ def submit_report(
     if email:
         _mail_reporter_received(session, report, found, settings)
     return report
+
+
+class Location(NamedTuple):
+    """Where a report is: its point, the neighbourhood holding it, and the street's name
+    when it was given as a street."""
+
+    lon: float
+    lat: float
+    place_id: str | None
+    street_name: str | None
+
+
+def locate_report(
+    session: Session, *, lon=None, lat=None, street_id: str | None = None
+) -> Location:
+    """The Location of exactly one of a point (numbers or their text) and a street id;
+    TrackerError (400, with its field) as submit_report refuses them."""
+    return Location(*_location(session, lon, lat, street_id))
 
 
 def _location(session, lon, lat, street_id) -> tuple[float, float, str | None, str | None]:
@@ -244,11 +288,14 @@ def search_reports(
     offset: int = 0,
     agency_id: str | None = None,
     place_id: str | None = None,
+    places: Sequence[str] | None = None,
     open_first: bool = False,
 ) -> list[Report]:
     """Reports matching every filter given, newest first (created in [start, end]);
     `open_first` puts open ones before closed ones (the agency's list)."""
     query = _filtered(select(Report), codes, statuses, start, end, ids, agency_id, place_id)
+    if places is not None:
+        query = query.where(Report.place_id.in_(list(places)))
     order = [Report.created_at.desc(), Report.id.desc()]
     if open_first:
         order.insert(0, case((Report.status == "open", 0), else_=1))
@@ -266,12 +313,15 @@ def count_reports(
     ids: Sequence[int] | None = None,
     agency_id: str | None = None,
     place_id: str | None = None,
+    places: Sequence[str] | None = None,
 ) -> int:
     """How many reports search_reports would find without a limit."""
     query = _filtered(
         select(func.count()).select_from(Report),
         codes, statuses, start, end, ids, agency_id, place_id,
     )  # fmt: skip
+    if places is not None:
+        query = query.where(Report.place_id.in_(list(places)))
     return int(session.scalar(query) or 0)
 
 
