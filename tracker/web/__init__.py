@@ -42,6 +42,9 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(feeds.bp)
     app.register_blueprint(exports.bp)
     app.register_blueprint(api_docs.bp)
+    from tracker.web import reports as report_pages
+
+    app.register_blueprint(report_pages.bp)
     app.register_blueprint(follow.bp)
     app.register_blueprint(challenges.bp)
     errors.init_app(app)
