@@ -11,7 +11,7 @@ from tracker.clock import city_timezone, local_time
 from tracker.db import get_session
 from tracker.errors import NotFound
 from tracker.limits import EARLIEST_DATE, LATEST_DATE, WORKS_PAGE_SIZE
-from tracker.maps import STATUS_STYLES, WORK_STYLES, Area, WorkMark, build_map
+from tracker.maps import REPORT_STYLES, STATUS_STYLES, WORK_STYLES, Area, WorkMark, build_map
 from tracker.places.search import place_geometry
 from tracker.rollup import app_cache, rollup
 from tracker.text import search_key
@@ -28,6 +28,7 @@ from tracker.web.pages import (
     render_page,
     tree,
 )
+from tracker.web.reports import place_report_marks, place_reports
 from tracker.works import shown_status, shown_status_counts, works_in_place
 
 bp = Blueprint("places", __name__)
@@ -100,6 +101,7 @@ def place(place_id: str):
                 )
                 for row in rows
             ],
+            reports=place_report_marks(session, definitions, place_id),
             tiles=map_tiles(),
             bounds=_padded_bounds(geometry) if geometry else None,
             label=f"Map of {info.name} and its works",
@@ -130,6 +132,8 @@ def place(place_id: str):
         status_styles=STATUS_STYLES,
         work_styles=WORK_STYLES,
         map=rendered,
+        reports=place_reports(session, definitions, place_id),
+        report_styles=REPORT_STYLES,
         based_on=lambda node: based_on(node, definitions, place_id),
         city_based_on=lambda node: based_on(node, definitions, definitions.city_id),
         freshness=freshness,
