@@ -104,7 +104,7 @@ def test_the_readme_layout_names_every_module():
     root = Path(__file__).parent.parent
     readme = (root / "README.md").read_text(encoding="utf-8")
     layout = readme.split("## Layout", 1)[1].split("```")[1]
-    words = set(re.findall(r"[a-z_]+", layout))
+    words = set(re.findall(r"[a-z0-9_]+", layout))
     missing = [
         str(path.relative_to(root))
         for folder in ("tracker", "importers")

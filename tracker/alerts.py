@@ -122,17 +122,24 @@ def subscription_for(session: Session, sent: str, purpose: str, *, settings: Set
     """The subscription a link names; NotFound for a bad token or a deleted row."""
     sub_id, _, _mac = sent.partition(".")
     subscription = session.get(Subscription, int(sub_id)) if sub_id.isdigit() else None
-    if subscription is None or not hmac.compare_digest(
-        sent.encode(), token(subscription, purpose, settings).encode()
+    # Links mailed before a key rotation still work while the old key is a fallback.
+    keys = [settings.resolved_secret_key(), *settings.fallback_keys()]
+    if subscription is None or not any(
+        hmac.compare_digest(sent.encode(), token(subscription, purpose, settings, key).encode())
+        for key in keys
     ):
         raise NotFound("This link is not valid any more: the alert may have been stopped.")
     return subscription
 
 
-def token(subscription: Subscription, purpose: str, settings: Settings) -> str:
-    """`ID.MAC` for a link that confirms or stops this subscription."""
+def token(
+    subscription: Subscription, purpose: str, settings: Settings, key: str | None = None
+) -> str:
+    """`ID.MAC` for a link that confirms or stops this subscription (under the current
+    secret key, or `key`)."""
     message = f"tracker.alerts.{purpose}:{subscription.id}:{subscription.token_hash}"
-    mac = hmac.new(settings.resolved_secret_key().encode(), message.encode(), hashlib.sha256)
+    secret = key or settings.resolved_secret_key()
+    mac = hmac.new(secret.encode(), message.encode(), hashlib.sha256)
     return f"{subscription.id}.{mac.hexdigest()[:32]}"
 
 

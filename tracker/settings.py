@@ -5,6 +5,7 @@ docs/configuration.md lists the same settings; a test keeps the two in step.
 
 import secrets
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -31,6 +32,12 @@ class Settings(BaseSettings):
         default=None,
         description="Key that signs sessions and CSRF tokens. Default: a random key kept in "
         "`secret_key` in the instance folder (set it explicitly when running several hosts).",
+    )
+    secret_key_fallbacks: str = Field(
+        default="",
+        description="Earlier secret keys, comma-separated, still accepted while a new "
+        "`secret_key` takes over: sessions and the links in mail already sent keep "
+        "working. Remove them once those have aged out (docs/operations.md).",
     )
     max_upload_mb: float = Field(
         default=10, gt=0, description="Largest request body accepted, in megabytes."
@@ -88,6 +95,24 @@ class Settings(BaseSettings):
         "Nothing is sent for a period in which nothing changed.",
     )
 
+    # --- running in production (issue 13) ---
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text` (one readable line per event) or `json` (one JSON object per "
+        "line, for a log collector). Every line carries the request id.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="The lowest level logged."
+    )
+    proxy_hops: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="How many reverse proxies in front of the tracker set `X-Forwarded-For`, "
+        "`-Proto`, `-Host`, `-Port` and `-Prefix` (1 behind one nginx). 0 trusts none: "
+        "rate limits, sign-in throttling and logs then see the proxy's address.",
+    )
+
     def tile_origin(self) -> str | None:
         """scheme://host[:port] of `map_tiles`, for the CSP; None without tiles."""
         if not self.map_tiles:
@@ -104,6 +129,10 @@ class Settings(BaseSettings):
             return self.database_url
         self.instance_path.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(self.instance_path / 'tracker.sqlite3').resolve()}"
+
+    def fallback_keys(self) -> list[str]:
+        """The earlier secret keys in `secret_key_fallbacks`, newest first as given."""
+        return [key.strip() for key in self.secret_key_fallbacks.split(",") if key.strip()]
 
     def resolved_secret_key(self) -> str:
         if self.secret_key:
