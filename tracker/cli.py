@@ -1,6 +1,7 @@
 """The `tracker` command (CONTRACT §5)."""
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -137,11 +138,10 @@ def import_feeds(feed_id: str | None) -> None:
 )
 def scheduler(lease_seconds: int) -> None:
     """Run feeds on their schedules until SIGTERM or Ctrl-C (one scheduler at a time)."""
+    from tracker.observability import configure_logging
     from tracker.scheduler import FeedScheduler, Timing
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(Settings())  # TRACKER_LOG_FORMAT text or json, as the web workers
     # APScheduler logs every heartbeat at INFO; its warnings (missed runs) still show.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     engine = make_engine(Settings().resolved_database_url())
@@ -156,19 +156,31 @@ def scheduler(lease_seconds: int) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int)
 def serve(host: str, port: int, workers: int) -> None:
-    """Serve the web app with gunicorn (the same as `gunicorn wsgi:app`)."""
+    """Serve the web app with gunicorn (production: `gunicorn -c deploy/gunicorn.conf.py
+    wsgi:app`, docs/operations.md)."""
+    import tempfile
+
     from gunicorn.app.base import BaseApplication
 
+    # Every worker's metrics in one folder, summed by /metrics (tracker/metrics.py); set
+    # before the app (and prometheus-client) is imported.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tracker-metrics-"))
     from tracker import create_worker_app
 
     app = create_worker_app()  # made before the workers fork, which inherit it frozen
+
+    def child_exit(_server, worker) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
     class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("control_socket_disable", True)
-            self.cfg.set("accesslog", "-")
+            self.cfg.set("child_exit", child_exit)
+            # The app logs one access line per request (tracker.access).
 
         def load(self):
             return app
