@@ -185,6 +185,8 @@ BAD_REQUESTS = [
     (street("address_string", "Nowhere Lane"), 400, ["address_string", "no street"]),
     (street("address_string", "School Road"), 400, ["address_string", "several streets"]),
     (street("address_id", "nowhere-lane"), 400, ["address_id:"]),
+    (street("address_string", "Road " * 100), 400, ["address_string is longer than 300"]),
+    ({"service_code": "x" * 5000}, 404, ["service_code 'xxxx", "…'"]),
     ({"jurisdiction_id": "wellington"}, 400, ["jurisdiction_id", "'wellington'"]),
 ]  # fmt: skip
 
@@ -285,6 +287,10 @@ BAD_FILTERS = [
     ("?status=pending", ["status", "'pending'"]),
     ("?status=,", ["status is empty"]),
     ("?service_request_id=1,x", ["service_request_id"]),
+    ("?start_date=9999-12-31", ["start_date must be between 1900-01-01 and 2199-12-31"]),
+    ("?end_date=0001-01-01T00:00:00%2B13:00", ["end_date must be between"]),
+    ("?service_request_id=" + ",".join(["1"] * 1001), ["more than 1,000 values"]),
+    ("?status=" + "x" * 5000, ["status must be open or closed", "…"]),
 ]
 
 

@@ -30,6 +30,7 @@ from tracker.auth import hash_token
 from tracker.clock import city_timezone, local_time
 from tracker.db import get_session, transaction
 from tracker.errors import NotFound, TrackerError
+from tracker.limits import date_problem
 from tracker.mail import link
 from tracker.models import Agency, Open311Key, Place, Report, ReportCategory, utcnow
 from tracker.places import resolve_street, search_streets
@@ -187,11 +188,21 @@ def parse_datetime(name: str, text: str, timezone: str) -> datetime:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise TrackerError(
-            f"{name} must be an ISO 8601 datetime such as 2026-12-01T09:00:00+13:00, not {text!r}"
+            f"{name} must be an ISO 8601 datetime such as 2026-12-01T09:00:00+13:00, "
+            f"not {shown(text)}"
         ) from None
+    problem = date_problem(moment.date())
+    if problem:
+        raise TrackerError(f"{name} {problem}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(timezone))
     return moment.astimezone(UTC)
+
+
+def shown(text: str, limit: int = 60) -> str:
+    """`text` quoted for a refusal's message, cut to `limit` characters: a message never
+    echoes a whole megabyte back."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def date_window(
@@ -217,12 +228,15 @@ def date_window(
 
 
 def comma_list(name: str, text: str | None) -> list[str] | None:
-    """A comma-separated parameter as a list (None when absent); an empty one is refused."""
+    """A comma-separated parameter as a list (None when absent); an empty one, or one of
+    more than MAX_REQUESTS values, is refused."""
     if text is None:
         return None
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values:
         raise TrackerError(f"{name} is empty: give one or more values separated by commas")
+    if len(values) > MAX_REQUESTS:
+        raise TrackerError(f"{name} lists more than {MAX_REQUESTS:,} values")
     return values
 
 
@@ -239,7 +253,7 @@ def statuses(text: str | None) -> list[str] | None:
     values = comma_list("status", text)
     for value in values or ():
         if value not in STATUSES:
-            raise TrackerError(f"status must be open or closed (or both), not {value!r}")
+            raise TrackerError(f"status must be open or closed (or both), not {shown(value)}")
     return values
 
 
@@ -247,9 +261,11 @@ def number(name: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise TrackerError(f"{name} must be a number in degrees (WGS84), not {text!r}") from None
+        raise TrackerError(
+            f"{name} must be a number in degrees (WGS84), not {shown(text)}"
+        ) from None
     if value != value or value in (float("inf"), float("-inf")):
-        raise TrackerError(f"{name} must be a number in degrees (WGS84), not {text!r}")
+        raise TrackerError(f"{name} must be a number in degrees (WGS84), not {shown(text)}")
     return value
 
 
@@ -257,6 +273,8 @@ def street_for_address(session: Session, text: str) -> str:
     """The street id that `address_string` names: a street's id or name, else the one
     street a name search finds (a leading house number and anything after a comma are
     dropped: "12 Ōpāwa Road, Opawa" finds Ōpāwa Road). TrackerError naming the field."""
+    if len(text) > reports.ADDRESS_MAX:
+        raise TrackerError(f"address_string is longer than {reports.ADDRESS_MAX} characters")
     street_id, _geometry, why = resolve_street(session, text)
     if street_id is not None:
         return street_id
@@ -271,10 +289,10 @@ def street_for_address(session: Session, text: str) -> str:
     if found:
         ids = ", ".join(s["id"] for s in found[:5])
         raise TrackerError(
-            f"address_string {text!r} matches several streets; send one of their ids as "
+            f"address_string {shown(text)} matches several streets; send one of their ids as "
             f"address_id: {ids}"
         )
-    raise TrackerError(f"address_string {text!r} matches no street in the gazetteer")
+    raise TrackerError(f"address_string {shown(text)} matches no street in the gazetteer")
 
 
 def _check_jurisdiction(session: Session, given: str | None) -> None:
@@ -283,7 +301,7 @@ def _check_jurisdiction(session: Session, given: str | None) -> None:
         return
     city = session.scalar(select(Place.id).where(Place.level == "city", Place.retired_at.is_(None)))
     if given != city:
-        raise TrackerError(f"jurisdiction_id {given!r} is not served here (this is {city!r})")
+        raise TrackerError(f"jurisdiction_id {shown(given)} is not served here (this is {city!r})")
 
 
 def _json_only(fmt: str) -> None:
@@ -320,7 +338,7 @@ def service(code: str, fmt: str):
     for category in reports.categories(get_session()):
         if category.code == code:
             return _answer(service_definition(category))
-    raise NotFound(f"no service {code!r}")
+    raise NotFound(f"no service {shown(code)}")
 
 
 @bp.get("/v2/requests.<fmt>")
@@ -350,7 +368,7 @@ def one_request(request_id: str, fmt: str):
     """One service request, as a one-element array; 404 for an unknown id."""
     _json_only(fmt)
     if not (request_id.isascii() and request_id.isdigit() and len(request_id) <= 18):
-        raise NotFound(f"no request {request_id!r}")
+        raise NotFound(f"no request {shown(request_id)}")
     session = get_session()
     report = reports.get_report(session, int(request_id))
     return _answer(requests_json(session, [report]))
@@ -381,7 +399,7 @@ def create_request(fmt: str):
         ).strip()
         code = _required(fields, "service_code")
         if code not in {c.code for c in reports.categories(session)}:
-            raise NotFound(f"service_code {code!r} is not a service here: see services.json")
+            raise NotFound(f"service_code {shown(code)} is not a service here: see services.json")
         try:
             report = reports.submit_report(
                 session,
