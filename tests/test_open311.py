@@ -365,6 +365,9 @@ def test_other_addresses_answer_the_error_array(client, categories):
         ("delete", "/open311/v2/requests.json", 405),
         ("post", "/open311/v2/services.json", 405),
         ("put", "/open311/v2/requests/1.json", 405),
+        ("get", "/open311/v2/services/a%0A/b.json", 404),  # a line break in the path
+        ("get", "/open311/v2/requests.json?status=open%00", 400),
+        ("get", "/open311/v2/x%0Ay?status=%00", 400),
     ]:
         assert_error(getattr(client, method)(path), status)
 

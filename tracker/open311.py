@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from tracker import csrf, reports
 from tracker.auth import hash_token
@@ -50,6 +51,16 @@ CHANGESET = "2026-12-02T00:00:00Z"  # when this endpoint's shape last changed
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 bp = Blueprint("open311", __name__, url_prefix="/open311")
+
+
+class _AnyPath(PathConverter):
+    """A path that may hold any character: werkzeug's own stops at a line break (a %0A in
+    the URL), and a path that no rule matches would get the site's HTML 404 page."""
+
+    regex = r"[^/][\s\S]*?"
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("anypath", _AnyPath))
 
 
 # --- api keys (data functions: they take a session and never commit) ------------------------
@@ -521,7 +532,7 @@ _KNOWN = re.compile(r"(discovery|v2/services(/[^/]+)?|v2/requests(/[^/]+)?)\.jso
 
 
 @bp.route("/", defaults={"rest": ""}, methods=_METHODS, endpoint="root")
-@bp.route("/<path:rest>", methods=_METHODS, endpoint="not_found")
+@bp.route("/<anypath:rest>", methods=_METHODS, endpoint="not_found")
 @csrf.exempt
 def not_found(rest: str):
     """Anything else under /open311/: the spec's error body, never an HTML page."""
