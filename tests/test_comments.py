@@ -427,3 +427,13 @@ def test_submit_comment_refuses_in_python_with_the_field_named(app):
         with pytest.raises(TrackerError) as refused:
             comments.reject(session, 1, 1, "why")
         assert refused.value.status == 404
+
+
+def test_pages_with_comments_carry_no_csrf_token_so_they_stay_cached(app, client):
+    published(app, client)
+    visitor = app.test_client()
+    for path in ("/places/opawa", "/measures/homes-repaired"):
+        html = visitor.get(path).get_data(as_text=True)
+        assert 'name="csrf_token"' not in html, path
+    with visitor.session_transaction() as session:
+        assert "csrf" not in session  # reading the page gave this visitor no token
