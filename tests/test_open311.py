@@ -255,6 +255,7 @@ def test_requests_are_the_last_90_days_newest_first_by_default(client, three):
 
 
 def test_requests_filter_by_status_and_service_code(client, three):
+    assert found(client, "?jurisdiction_id=tiny&status=open") == [three[0]]
     assert found(client, "?status=open") == [three[0]]
     assert found(client, "?status=closed") == [three[1]]
     assert found(client, "?status=open,closed") == [three[0], three[1]]
@@ -287,6 +288,7 @@ BAD_FILTERS = [
     ("?status=pending", ["status", "'pending'"]),
     ("?status=,", ["status is empty"]),
     ("?service_request_id=1,x", ["service_request_id"]),
+    ("?jurisdiction_id=wellington", ["jurisdiction_id 'wellington' is not served here"]),
     ("?start_date=9999-12-31", ["start_date must be between 1900-01-01 and 2199-12-31"]),
     ("?end_date=0001-01-01T00:00:00%2B13:00", ["end_date must be between"]),
     ("?service_request_id=" + ",".join(["1"] * 1001), ["more than 1,000 values"]),

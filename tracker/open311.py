@@ -315,6 +315,12 @@ def _check_jurisdiction(session: Session, given: str | None) -> None:
         raise TrackerError(f"jurisdiction_id {shown(given)} is not served here (this is {city!r})")
 
 
+@bp.before_request
+def _jurisdiction_in_query() -> None:
+    """GET requests may name the jurisdiction in the query (a POST, in its body)."""
+    _check_jurisdiction(get_session(), request.args.get("jurisdiction_id"))
+
+
 def _json_only(fmt: str) -> None:
     if fmt != FORMAT:
         raise TrackerError(ONLY_JSON)
