@@ -128,6 +128,31 @@ def import_feeds(feed_id: str | None) -> None:
         sys.exit(1)
 
 
+@main.command("backup")
+@click.argument("path", type=click.Path(path_type=Path))
+def backup_database(path: Path) -> None:
+    """Back up the database to the new file PATH while the site runs (SQLite: a checked
+    online copy; PostgreSQL: pg_dump --format=custom)."""
+    from tracker.backup import backup
+
+    with _refusals():
+        summary = backup(Settings().resolved_database_url(), path)
+    click.echo(summary.line())
+
+
+@main.command("restore")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace a database that already holds data.")
+def restore_database(path: Path, force: bool) -> None:
+    """Replace the database with the backup at PATH and migrate it; a database that holds
+    data is replaced only with --force."""
+    from tracker.backup import restore
+
+    with _refusals():
+        summary = restore(Settings().resolved_database_url(), path, force=force)
+    click.echo(summary.line())
+
+
 @main.command()
 @click.option(
     "--lease-seconds",
