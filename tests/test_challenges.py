@@ -123,6 +123,9 @@ def test_an_answer_publishes_the_note_and_mails_the_resident(city, client):
     assert "answered" in text(closed) and "A crew returns" in text(closed)
     again = staff_post(staff, f"/agency/challenges/{row.id}/answer", {"answer": "Again"})
     assert again.status_code == 409
+    # Hiding an answered challenge takes the note and the answer off the page.
+    assert staff_post(staff, f"/agency/challenges/{row.id}/hide").status_code == 303
+    assert "A crew returns" not in client.get(WORK).get_data(as_text=True)
 
 
 def test_the_answer_is_required_and_limited(city, client):
@@ -251,6 +254,9 @@ def test_another_agency_neither_sees_nor_answers_nor_hides(city, client):
     assert rows(city)[0].status == "open"
     anonymous = city.test_client()
     assert anonymous.get("/agency/challenges").status_code == 303  # to the sign-in page
+    add_user(city, "official@city.example", role="official")
+    official = staff_client(city, "official@city.example")
+    assert official.get("/agency/challenges").status_code == 403
 
 
 def test_the_email_is_on_no_page(city, client):
