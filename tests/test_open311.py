@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from tracker import open311
-from tracker.models import Open311Key, Report, ReportCategory, utcnow
+from tracker.models import AuditEvent, Open311Key, Report, ReportCategory, utcnow
 
 V2 = "/open311/v2"
 POINT = {"lat": "-43.535", "long": "172.605"}  # in Ōpāwa
@@ -422,6 +422,15 @@ def test_the_cli_issues_lists_and_revokes_keys(app, client, categories, runner):
     assert len(stored(app)) == 1
     listed = runner.invoke(main, ["open311", "keys"]).output
     assert "REVOKED" in listed
+    with Session(app.extensions["engine"]) as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [(e.action, e.entity_id, e.channel, e.old, e.new) for e in events] == [
+        ("open311key.issue", f"open311key/{row.id}", "cli", None, "FixMyStreet NZ"),
+        ("open311key.revoke", f"open311key/{row.id}", "cli", "FixMyStreet NZ", None),
+    ]
+    assert runner.invoke(main, ["open311", "revoke", str(row.id)]).exit_code == 0  # again
+    with Session(app.extensions["engine"]) as session:
+        assert len(session.scalars(select(AuditEvent)).all()) == 2
 
 
 def test_the_cli_refuses_with_exit_1(runner, app):

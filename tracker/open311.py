@@ -33,7 +33,7 @@ from tracker.db import get_session, transaction
 from tracker.errors import NotFound, TrackerError
 from tracker.limits import date_problem
 from tracker.mail import link
-from tracker.models import Agency, Open311Key, Place, Report, ReportCategory, utcnow
+from tracker.models import Agency, AuditEvent, Open311Key, Place, Report, ReportCategory, utcnow
 from tracker.places import resolve_street, search_streets
 from tracker.ratelimit import enforce
 from tracker.web.errors import BUSY, RETRY_AFTER_SECONDS
@@ -75,8 +75,10 @@ def issue_key(session: Session, name: str) -> str:
     if len(name) > NAME_MAX:
         raise TrackerError(f"the name is longer than {NAME_MAX} characters")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(Open311Key(name=name, key_hash=hash_token(key)))
+    row = Open311Key(name=name, key_hash=hash_token(key))
+    session.add(row)
     session.flush()
+    _audit(session, "open311key.issue", row, new=name)
     return key
 
 
@@ -93,7 +95,16 @@ def revoke_key(session: Session, key_id: int) -> Open311Key:
         raise NotFound(f"no Open311 key {key_id}")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        _audit(session, "open311key.revoke", row, old=row.name)
     return row
+
+
+def _audit(session: Session, action: str, row: Open311Key, **change: Any) -> None:
+    """Issuing and revoking a key are in the audit trail, as agency tokens' are (the CLI
+    is their only channel)."""
+    session.add(
+        AuditEvent(channel="cli", action=action, entity_id=f"open311key/{row.id}", **change)
+    )
 
 
 def key_for(session: Session, key: str) -> Open311Key:
