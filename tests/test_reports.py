@@ -440,3 +440,49 @@ def test_submit_report_from_open311_needs_no_email_and_names_refused_fields(app)
         assert reports.search_reports(session, codes=["home-repair"]) == []
         assert [c.code for c in reports.categories(session)] == [
             "pothole", "home-repair", "old-thing"]  # fmt: skip
+
+
+# --- mail through a real SMTP server, and the resident's data -----------------------------------
+
+
+def test_the_mails_go_out_over_smtp_and_name_no_resident_to_the_agency(app, client, staff):
+    from smtp_helpers import SmtpServer
+
+    from tracker.mail import deliver
+
+    send(client)
+    server = SmtpServer().start()
+    try:
+        settings = app.config["SETTINGS"].model_copy(
+            update={"smtp_host": "127.0.0.1", "smtp_port": server.port, "smtp_starttls": False}
+        )
+        assert deliver(app.extensions["engine"], settings) == 2
+        received = {tuple(to): message for to, message in server.inbox.messages}
+    finally:
+        server.stop()
+    staff_mail = received[("council.staff@example.org",)]
+    ack = received[(EMAIL,)]
+    assert staff_mail["Subject"] == "New report 1: Pothole or damaged road surface"
+    assert EMAIL not in staff_mail.as_string() and "Ana" not in staff_mail.get_content()
+    assert ack["Subject"] == "Your report 1: Pothole or damaged road surface"
+    assert "/reports/1" in ack.get_content() and "/me/" in ack.get_content()
+
+
+def test_forgetting_the_resident_keeps_the_report_without_its_email(app, client, staff):
+    from tracker.residents import email_for_key, forget
+
+    send(client)
+    link = re.search(r"/me/(\S+)", mails(app, "report.received")[0].body).group(1)
+    with Session(app.extensions["engine"]) as session:
+        assert email_for_key(session, link) == EMAIL
+        forget(session, EMAIL)
+        session.commit()
+    (report,) = rows(app, Report)
+    assert (report.email, report.description) == (None, "A deep hole\nby the bus stop.")
+    assert page(client, "/reports/1").find("p", class_="report-text")
+    # The agency can still close it; with no email, nobody is mailed.
+    with Session(app.extensions["engine"]) as session:
+        reports.update_report(session, 1, agency_id="council", user_id=None, status="closed",
+                              status_notes="Done", settings=app.config["SETTINGS"])  # fmt: skip
+        session.commit()
+    assert mails(app, "report.update") == []
