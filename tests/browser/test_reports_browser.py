@@ -74,3 +74,34 @@ def test_a_report_made_with_javascript_off_and_the_keyboard(no_js_page, page):
     assert page.evaluate("() => window.__xss") is None
     page.locator(f'.leaflet-popup a[href="/reports/{report}"]').first.click()
     page.wait_for_url(f"**/reports/{report}")
+
+
+def _violations(axe, page) -> list[str]:
+    return [f"{v['impact']} {v['id']}: {v['help']} {v['nodes'][:3]}" for v in axe(page)]
+
+
+def test_the_report_pages_pass_axe_and_are_reached_by_tab(page, page_log, axe, screenshot):
+    from browser_helpers import tab_to
+
+    for path in ("/report", "/report?q=colombo", "/report?street=riccarton-road",
+                 "/report?lat=-41.29&lon=174.78", "/reports"):  # fmt: skip
+        page.goto(path)
+        assert page.locator("main h1").count() == 1, path
+        assert _violations(axe, page) == [], path
+    page_log.clear()  # the point outside the city is a 400, as it should be
+    # A refused step 2: the error is announced, linked to its field, and the page passes.
+    page.goto("/report?street=riccarton-road")
+    tab_to(page, "input[name=category_code]")
+    page.keyboard.press("Space")
+    page.get_by_label("Describe the problem").fill("x")
+    page.get_by_label("Your email").fill("not an email")
+    page.evaluate("() => document.querySelector('form.report-form').noValidate = true")
+    page.get_by_role("button", name="Send the report").press("Enter")
+    alert = page.get_by_role("alert")
+    assert "Enter an email address" in alert.inner_text()
+    assert page.get_by_label("Your email").get_attribute("aria-invalid") == "true"
+    assert _violations(axe, page) == []
+    screenshot(page, "report-refused")
+    alert.get_by_role("link").click()
+    assert page.evaluate("() => document.activeElement.id") == "report-email"
+    page_log.clear()  # the refused form is a 400 too
