@@ -1,17 +1,23 @@
 """One handler for every refusal: JSON for the API and the export files (programs read
-them), an HTML page elsewhere."""
+them), an HTML page elsewhere. Database failures that pass or that the operator must fix
+(busy, unreachable, read-only, full) are answered here too (docs/operations.md, "Faults")."""
+
+import logging
 
 from flask import Flask, jsonify, render_template, request
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from tracker.errors import TrackerError
+
+log = logging.getLogger(__name__)
 
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(TrackerError, _tracker_error)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(OperationalError, _database_busy)
+    app.register_error_handler(DBAPIError, _database_error)
+    app.register_error_handler(DisconnectionError, _database_error)
 
 
 def _wants_json() -> bool:
@@ -41,23 +47,88 @@ def _http_error(exc: HTTPException):
     return response
 
 
+# Database failures a client can do something about (wait and retry, or tell the
+# operator), each with its status and message; any other database error stays a 500.
 BUSY = (
     "The database is busy with another large write (such as a feed run) and this request "
     "waited too long for it; nothing was stored. Please try again shortly."
 )
+UNAVAILABLE = (
+    "The database cannot be reached just now (it may be restarting); nothing was stored. "
+    "Please try again shortly."
+)
+READ_ONLY = (
+    "The database is read-only for now (maintenance): pages and data can be read, but "
+    "nothing can be stored. Please try again later."
+)
+FULL = (
+    "The database is full: its storage has no room for this submission, so nothing of it "
+    "was stored and the data already held is intact. The site's operator has to make room."
+)
 RETRY_AFTER_SECONDS = 5
+READ_ONLY_RETRY_AFTER_SECONDS = 60
+
+# PostgreSQL SQLSTATEs: class 08 is a connection failure; 57P01-57P03 an administrator's
+# or a crash's shutdown, or a server still starting; 25006 a read-only transaction;
+# 53100 a full disk.
+_PG_UNAVAILABLE = ("08", "57P01", "57P02", "57P03")
+# Client-side failures of a link, which carry no SQLSTATE.
+_LINK_LOST = (
+    "connection refused",
+    "could not connect",
+    "server closed the connection",
+    "connection is closed",
+    "connection timeout expired",
+    "consuming input failed",
+    "terminating connection",
+    "the database system is",
+    "unable to open database file",  # SQLite: the file or its folder has gone
+)
 
 
-def _database_busy(exc: OperationalError):
-    """SQLite's write lock not freed within the busy timeout: 503, safe to retry.
+def database_failure(exc: DBAPIError | DisconnectionError) -> tuple[int, str] | None:
+    """The (status, message) a database failure is answered with, or None for a 500."""
+    if isinstance(exc, DisconnectionError):
+        return 503, UNAVAILABLE
+    orig = exc.orig
+    text = str(orig).lower()
+    state = getattr(orig, "sqlstate", None) or ""
+    if "database is locked" in text:
+        return 503, BUSY
+    if state == "53100" or "database or disk is full" in text or "no space left" in text:
+        return 507, FULL
+    if state == "25006" or "readonly database" in text or "read-only transaction" in text:
+        return 503, READ_ONLY
+    if exc.connection_invalidated or state.startswith(_PG_UNAVAILABLE):
+        return 503, UNAVAILABLE
+    if isinstance(exc, OperationalError) and any(words in text for words in _LINK_LOST):
+        return 503, UNAVAILABLE
+    return None
 
-    The request's transaction is rolled back when its session closes, so nothing of it
-    is stored. Any other database failure stays a 500.
+
+def _database_error(exc: DBAPIError | DisconnectionError):
+    """A database that is busy, unreachable, read-only or full: a clear answer, not a 500.
+
+    503 with Retry-After for what passes (SQLite's write lock, a restart, maintenance),
+    507 for a full disk. The request's transaction is rolled back when its session closes
+    (a broken link is dropped from the pool), so nothing of it is stored. Any other
+    database failure stays a 500.
     """
-    if "database is locked" not in str(exc.orig):
+    answer = database_failure(exc)
+    if answer is None:
         raise exc
+    status, message = answer
+    log.warning("database %s (%s): %s", status, request.path, _first_line(exc))
     if _wants_json():
-        body = jsonify({"error": BUSY})
+        body = jsonify({"error": message})
     else:
-        body = render_template("errors/error.html", status=503, message=BUSY)
-    return body, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        body = render_template("errors/error.html", status=status, message=message)
+    headers = {}
+    if status == 503:
+        seconds = READ_ONLY_RETRY_AFTER_SECONDS if message == READ_ONLY else RETRY_AFTER_SECONDS
+        headers["Retry-After"] = str(seconds)
+    return body, status, headers
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
