@@ -185,6 +185,9 @@ def test_the_place_and_street_pages_start_a_report_there(app, client):
     lat, lon = soup.find("input", id="report-lat"), soup.find("input", id="report-lon")
     assert (lat["value"], lon["value"]) != ("", "")
     assert "The middle of Ōpāwa" in text(soup)
+    # A street search from there stays "in Ōpāwa" (the heading says so).
+    assert soup.find("input", attrs={"name": "place", "type": "hidden"})["value"] == "opawa"
+    assert "in Ōpāwa" in text(page(client, "/report?place=opawa&q=opawa").h1)
     street = page(client, "/streets/opawa-road")
     assert street.find("a", href="/report?street=opawa-road")
     nav = page(client, "/").find("nav", class_="site")
