@@ -141,7 +141,7 @@ class Cluster:
         standby = Cluster(self.root, name)
         _as_postgres([str(BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port),
                       "-U", "postgres", "-D", str(standby.data), "-R", "-X", "stream",
-                      "--no-sync"])  # fmt: skip
+                      "--no-sync", "--checkpoint=fast"])  # fmt: skip
         conf = standby.data / "postgresql.conf"
         # pg_basebackup copied the primary's port line: the replica's own comes after it.
         conf.write_text(conf.read_text() + f"\nport = {standby.port}\nhot_standby = on\n")
