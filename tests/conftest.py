@@ -13,20 +13,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import orphans
-from sqlalchemy import create_engine, inspect, text
+from helpers import PG_SERVER, TINY_TREE, orphans
+from helpers import empty_postgres as _empty_postgres
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from tracker import create_app
 from tracker.db import make_engine, migrate
 from tracker.settings import Settings
-
-FIXTURES = Path(__file__).parent / "fixtures"
-TINY_TREE = FIXTURES / "tiny_city" / "tree.yaml"
-PG_SERVER = os.environ.get(
-    "TRACKER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 
 @pytest.fixture(scope="session")
@@ -75,16 +70,6 @@ def database_url(request, tmp_path) -> str:
     url = request.getfixturevalue("postgres_database")
     _empty_postgres(url)
     return url
-
-
-def _empty_postgres(url: str) -> None:
-    engine = create_engine(url)
-    tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
-    with engine.begin() as connection:
-        connection.execute(
-            text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
-        )
-    engine.dispose()
 
 
 @pytest.fixture

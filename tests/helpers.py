@@ -1,9 +1,36 @@
-"""Helpers shared by tests: the observation tables' references and full history."""
+"""Helpers shared by tests: where the test PostgreSQL server and the tiny city are, the
+observation tables' references and full history.
 
-from sqlalchemy import select, text
+Import these from here, not from `conftest`: pytest loads both tests/conftest.py and
+tests/browser/conftest.py under the one name `conftest`, so `from conftest import X` in a
+test module gets whichever loaded last (under xdist, often the browser one).
+"""
+
+import os
+from pathlib import Path
+
+from sqlalchemy import create_engine, inspect, select, text
 from sqlmodel import Session
 
 from tracker.models import Observation, every_revision
+
+PG_SERVER = os.environ.get(
+    "TRACKER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY_TREE = FIXTURES / "tiny_city" / "tree.yaml"
+
+
+def empty_postgres(url: str) -> None:
+    """Delete every row of every table but alembic_version (a test's fresh start)."""
+    engine = create_engine(url)
+    tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
+    with engine.begin() as connection:
+        connection.execute(
+            text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+        )
+    engine.dispose()
+
 
 # The observation tables have no foreign keys (migration 0004): the write path keeps their
 # references, and every test on a loaded city checks it did.

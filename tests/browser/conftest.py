@@ -20,6 +20,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+# Also importable as `from conftest import …` when this file is the `conftest` pytest
+# loaded last (see tests/helpers.py): the names test modules take from tests/conftest.py.
+from helpers import PG_SERVER, TINY_TREE  # noqa: F401
+from helpers import empty_postgres as _empty_postgres  # noqa: F401
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, sync_playwright
 from werkzeug.serving import make_server
 
