@@ -12,7 +12,7 @@ from contextlib import closing
 from datetime import date, timedelta
 
 import pytest
-from conftest import PG_SERVER
+from conftest import PG_SERVER, _empty_postgres
 from page_helpers import store
 from sqlalchemy import MetaData, Table, create_engine, func, select, text
 from sqlalchemy.engine import make_url
@@ -126,6 +126,7 @@ def test_a_round_trip_keeps_every_row_of_every_table(
     assert "1 staff account " in line and "(schema 0014, " in line
     assert path.stat().st_size > 0
     assert [p.name for p in path.parent.iterdir()] == ["tracker.backup"]  # no leftovers
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # emails and hashes: the owner's only
 
     monkeypatch.setenv("TRACKER_DATABASE_URL", second_database)
     result = runner.invoke(main, ["restore", str(path)])
@@ -302,28 +303,28 @@ NOT_A_BACKUP = {
 }
 
 
-@pytest.mark.parametrize("kind", NOT_A_BACKUP)
-def test_restore_refuses_a_file_that_is_not_a_tracker_backup(app, runner, tmp_path, kind):
+def test_restore_refuses_a_file_that_is_not_a_tracker_backup(app, runner, tmp_path):
+    """Every kind of wrong file, even with --force, on one database per backend."""
     fill(app)
     engine = app.extensions["engine"]
     before = every_row(engine)
-    path = tmp_path / "suspect.backup"
-    make, message = NOT_A_BACKUP[kind]
-    make(path)
     sqlite = engine.dialect.name == "sqlite"
-    if sqlite:
-        expected = message.format(p=path, what="an SQLite database.")
-        if kind == "half a dump":
-            expected = f"{path} is a PostgreSQL backup (pg_dump) but the configured database"
-    else:
-        expected = message.format(p=path, what="a pg_dump archive (--format=custom).")
-        if kind in ("empty SQLite", "other SQLite", "newer schema"):
-            expected = f"{path} is an SQLite backup but the configured database is PostgreSQL."
+    for kind, (make, message) in NOT_A_BACKUP.items():
+        path = tmp_path / f"{kind.replace(' ', '-')}.backup"
+        make(path)
+        if sqlite:
+            expected = message.format(p=path, what="an SQLite database.")
+            if kind == "half a dump":
+                expected = f"{path} is a PostgreSQL backup (pg_dump) but the configured database"
+        else:
+            expected = message.format(p=path, what="a pg_dump archive (--format=custom).")
+            if kind in ("empty SQLite", "other SQLite", "newer schema"):
+                expected = f"{path} is an SQLite backup but the configured database is PostgreSQL."
 
-    result = runner.invoke(main, ["restore", "--force", str(path)])
-    assert result.exit_code == 1, result.output
-    assert result.stderr.startswith(f"Error: {expected}"), result.stderr
-    assert every_row(engine) == before
+        result = runner.invoke(main, ["restore", "--force", str(path)])
+        assert result.exit_code == 1, (kind, result.output)
+        assert result.stderr.startswith(f"Error: {expected}"), (kind, result.stderr)
+        assert every_row(engine) == before, kind
 
 
 def test_backup_refuses_an_existing_file_and_a_missing_folder(engine, runner, tmp_path):
@@ -409,3 +410,34 @@ def test_the_password_goes_in_the_environment_not_the_command_line(
     assert "s3cret" not in args
     assert "--format=custom" in args and f"--dbname={url.database}" in args
     assert (tmp_path / "env").read_text().strip() == "s3cret-word"
+
+
+def test_a_restore_behind_an_open_transaction_gives_up_and_changes_nothing(
+    postgres_database, tmp_path, monkeypatch
+):
+    """A worker holding a table open would make pg_restore wait for ever: it gives up
+    after the lock timeout, and its one transaction leaves the database as it was."""
+    import tracker.backup
+
+    _empty_postgres(postgres_database)
+    engine = make_engine(postgres_database)
+    try:
+        path = backup(engine, tmp_path / "b").path
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO agency (id, name) VALUES ('eqc', 'EQC')"))
+        before = every_row(engine)
+        monkeypatch.setattr(tracker.backup, "RESTORE_LOCK_TIMEOUT", 0.5)
+        holder = create_engine(postgres_database)
+        with holder.connect() as connection, connection.begin():
+            connection.execute(text("SELECT count(*) FROM agency"))  # holds ACCESS SHARE
+            started = time.monotonic()
+            with pytest.raises(TrackerError) as refused:
+                restore(engine, path, force=True)
+            assert time.monotonic() - started < 10
+        assert str(refused.value).startswith(f"Restoring {path} gave up after 0.5 s waiting")
+        assert "idle in transaction: SELECT count(*) FROM agency" in str(refused.value)
+        assert "nothing was changed" in str(refused.value)
+        holder.dispose()
+        assert every_row(engine) == before
+    finally:
+        engine.dispose()

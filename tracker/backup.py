@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,7 @@ STEP_SLEEP = 0.005
 # After this many restarts (a site that writes between every two steps) the rest is
 # copied in one step: in WAL mode that holds a read snapshot, which writers do not wait for.
 MAX_RESTARTS = 3
+RESTORE_LOCK_TIMEOUT = 60.0  # seconds pg_restore may wait for a table another session holds
 PG_ENV = {
     "sslmode": "PGSSLMODE",
     "sslrootcert": "PGSSLROOTCERT",
@@ -120,6 +121,7 @@ def backup(
                 revision, counts = _sqlite_backup(_sqlite_file(engine), partial, pages, sleep)
             else:
                 revision, counts = _pg_backup(engine, partial)
+            partial.chmod(0o600)  # residents' emails, password and token hashes
             _fsync(partial)
             os.replace(partial, path)
             _fsync(path.parent)
@@ -352,15 +354,68 @@ def _pg_restore(engine: Engine, path: Path, force: bool) -> str:
             for table in live:
                 connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}" CASCADE')
     engine.dispose()  # no pooled connection of ours waits on the tables pg_restore drops
-    _run(
-        pg_restore,
-        ["--clean", "--if-exists", "--no-owner", "--single-transaction", str(path)],
-        engine.url,
-    )
+    # A transaction left open on a table (a hung worker, a psql session) would make the
+    # drops wait for ever: pg_restore's own SET lock_timeout = 0 overrides any setting, so a
+    # watcher cancels it after RESTORE_LOCK_TIMEOUT and names who held the table.
+    name = f"tracker-restore-{uuid.uuid4().hex[:8]}"
+    held: list[str] = []
+    with _connect(engine) as watcher:
+        watcher = watcher.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            _run(
+                pg_restore,
+                ["--clean", "--if-exists", "--no-owner", "--single-transaction", str(path)],
+                engine.url,
+                what=f"Restoring {path}",
+                application_name=name,
+                watch=lambda: _cancel_a_long_wait(watcher, name, held),
+            )
+        except TrackerError:
+            if held:
+                raise TrackerError(
+                    f"Restoring {path} gave up after {RESTORE_LOCK_TIMEOUT:g} s waiting for "
+                    f"tables other sessions hold open ({'; '.join(held)}): nothing was "
+                    "changed. End those sessions (or stop the web workers and the scheduler) "
+                    "and restore again."
+                ) from None
+            raise
     return revision
 
 
-def _run(program: str, args: list[str], url: URL | None, what: str | None = None) -> str:
+def _cancel_a_long_wait(watcher, application_name: str, held: list[str]) -> None:
+    """Cancel the session `application_name` once it has waited RESTORE_LOCK_TIMEOUT for a
+    lock, noting in `held` the sessions that hold it."""
+    if held:
+        return
+    waiting = watcher.execute(
+        text(
+            "SELECT a.pid, pg_blocking_pids(a.pid) FROM pg_stat_activity a"
+            " JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted"
+            " WHERE a.application_name = :name"
+            " AND l.waitstart < clock_timestamp() - make_interval(secs => :limit)"
+        ),
+        {"name": application_name, "limit": RESTORE_LOCK_TIMEOUT},
+    ).first()
+    if waiting is None:
+        return
+    for pid, state, query in watcher.execute(
+        text("SELECT pid, state, left(query, 80) FROM pg_stat_activity WHERE pid = ANY(:pids)"),
+        {"pids": list(waiting[1])},
+    ):
+        held.append(f"pid {pid}, {state}: {query}")
+    if not held:
+        held.append("a session that has just ended")
+    watcher.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": waiting[0]})
+
+
+def _run(
+    program: str,
+    args: list[str],
+    url: URL | None,
+    what: str | None = None,
+    application_name: str | None = None,
+    watch: Callable[[], None] | None = None,
+) -> str:
     """Run a PostgreSQL client program (connected to `url`'s database); its output.
 
     The password goes in the environment (PGPASSWORD), never on the command line, where
@@ -379,15 +434,26 @@ def _run(program: str, args: list[str], url: URL | None, what: str | None = None
         for key, variable in PG_ENV.items():
             if isinstance(url.query.get(key), str):
                 env[variable] = url.query[key]
+    if application_name:
+        env["PGAPPNAME"] = application_name
     name = Path(program).name
     try:
-        done = subprocess.run(command + args, env=env, capture_output=True, text=True)
+        running = subprocess.Popen(
+            command + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     except OSError as exc:
         raise TrackerError(f"Could not run {name}: {exc}.") from exc
-    if done.returncode != 0:
-        said = " ".join(done.stderr.strip().splitlines()[-3:]) or "no message"
-        raise TrackerError(f"{what or name} failed (exit {done.returncode}): {said}")
-    return done.stdout
+    while True:
+        try:
+            out, err = running.communicate(timeout=0.25)
+            break
+        except subprocess.TimeoutExpired:  # no output is lost: communicate goes on
+            if watch is not None:
+                watch()
+    if running.returncode != 0:
+        said = " ".join(err.strip().splitlines()[-3:]) or "no message"
+        raise TrackerError(f"{what or name} failed (exit {running.returncode}): {said}")
+    return out
 
 
 def _program(name: str) -> str:
