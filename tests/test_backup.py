@@ -426,7 +426,7 @@ def test_a_restore_behind_an_open_transaction_gives_up_and_changes_nothing(
         with engine.begin() as connection:
             connection.execute(text("INSERT INTO agency (id, name) VALUES ('eqc', 'EQC')"))
         before = every_row(engine)
-        monkeypatch.setattr(tracker.backup, "RESTORE_LOCK_TIMEOUT", 0.5)
+        monkeypatch.setattr(tracker.backup, "LOCK_WAIT_SECONDS", 0.5)
         holder = create_engine(postgres_database)
         with holder.connect() as connection, connection.begin():
             connection.execute(text("SELECT count(*) FROM agency"))  # holds ACCESS SHARE

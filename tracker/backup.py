@@ -53,7 +53,9 @@ STEP_SLEEP = 0.005
 # After this many restarts (a site that writes between every two steps) the rest is
 # copied in one step: in WAL mode that holds a read snapshot, which writers do not wait for.
 MAX_RESTARTS = 3
-RESTORE_LOCK_TIMEOUT = 60.0  # seconds pg_restore may wait for a table another session holds
+LOCK_WAIT_SECONDS = (
+    60.0  # how long pg_dump and pg_restore may wait for a table another session holds
+)
 PG_ENV = {
     "sslmode": "PGSSLMODE",
     "sslrootcert": "PGSSLROOTCERT",
@@ -309,7 +311,14 @@ def _pg_backup(engine: Engine, partial: Path):
         counts = _counts(connection)
         _run(
             pg_dump,
-            ["--format=custom", f"--file={partial}", f"--snapshot={snapshot}"],
+            # A session about to change the schema (a migration) holds its tables: give up
+            # rather than queue every reader of the site behind this dump.
+            [
+                "--format=custom",
+                f"--file={partial}",
+                f"--snapshot={snapshot}",
+                f"--lock-wait-timeout={LOCK_WAIT_SECONDS:g}s",
+            ],
             engine.url,
         )
     return revision, counts
@@ -356,7 +365,7 @@ def _pg_restore(engine: Engine, path: Path, force: bool) -> str:
     engine.dispose()  # no pooled connection of ours waits on the tables pg_restore drops
     # A transaction left open on a table (a hung worker, a psql session) would make the
     # drops wait for ever: pg_restore's own SET lock_timeout = 0 overrides any setting, so a
-    # watcher cancels it after RESTORE_LOCK_TIMEOUT and names who held the table.
+    # watcher cancels it after LOCK_WAIT_SECONDS and names who held the table.
     name = f"tracker-restore-{uuid.uuid4().hex[:8]}"
     held: list[str] = []
     with _connect(engine) as watcher:
@@ -373,7 +382,7 @@ def _pg_restore(engine: Engine, path: Path, force: bool) -> str:
         except TrackerError:
             if held:
                 raise TrackerError(
-                    f"Restoring {path} gave up after {RESTORE_LOCK_TIMEOUT:g} s waiting for "
+                    f"Restoring {path} gave up after {LOCK_WAIT_SECONDS:g} s waiting for "
                     f"tables other sessions hold open ({'; '.join(held)}): nothing was "
                     "changed. End those sessions (or stop the web workers and the scheduler) "
                     "and restore again."
@@ -383,7 +392,7 @@ def _pg_restore(engine: Engine, path: Path, force: bool) -> str:
 
 
 def _cancel_a_long_wait(watcher, application_name: str, held: list[str]) -> None:
-    """Cancel the session `application_name` once it has waited RESTORE_LOCK_TIMEOUT for a
+    """Cancel the session `application_name` once it has waited LOCK_WAIT_SECONDS for a
     lock, noting in `held` the sessions that hold it."""
     if held:
         return
@@ -394,7 +403,7 @@ def _cancel_a_long_wait(watcher, application_name: str, held: list[str]) -> None
             " WHERE a.application_name = :name"
             " AND l.waitstart < clock_timestamp() - make_interval(secs => :limit)"
         ),
-        {"name": application_name, "limit": RESTORE_LOCK_TIMEOUT},
+        {"name": application_name, "limit": LOCK_WAIT_SECONDS},
     ).first()
     if waiting is None:
         return
