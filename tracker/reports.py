@@ -237,6 +237,7 @@ def update_report(
     """Set a report's status and notes, as its agency (another agency: 403); records it in
     the audit trail and mails the reporter (when there is an email) if anything changed."""
     report = get_report(session, report_id)
+    session.refresh(report, with_for_update=True)  # two updates at once: one after the other
     if report.agency_id != agency_id:
         raise TrackerError("This report is another agency's to answer.", status=403)
     if status not in STATUSES:
