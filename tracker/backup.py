@@ -53,9 +53,8 @@ STEP_SLEEP = 0.005
 # After this many restarts (a site that writes between every two steps) the rest is
 # copied in one step: in WAL mode that holds a read snapshot, which writers do not wait for.
 MAX_RESTARTS = 3
-LOCK_WAIT_SECONDS = (
-    60.0  # how long pg_dump and pg_restore may wait for a table another session holds
-)
+# How long pg_dump and pg_restore may wait for a table that another session holds.
+LOCK_WAIT_SECONDS = 60.0
 PG_ENV = {
     "sslmode": "PGSSLMODE",
     "sslrootcert": "PGSSLROOTCERT",
