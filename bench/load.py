@@ -102,14 +102,15 @@ def tracker(env: dict, *args: str) -> str:
 def start_server(env: dict, port: int, workers: int) -> subprocess.Popen:
     env = dict(env, TRACKER_GUNICORN_BIND=f"127.0.0.1:{port}")
     env["TRACKER_GUNICORN_WORKERS"] = str(workers)
-    process = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=open(Path(env["TRACKER_INSTANCE_PATH"]) / "gunicorn.log", "w"),  # noqa: SIM115
-        start_new_session=True,
-    )
+    with open(Path(env["TRACKER_INSTANCE_PATH"]) / "gunicorn.log", "w") as log:
+        process = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,  # the child keeps its own copy of the file
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -79,3 +79,41 @@ def test_the_works_bench_stores_and_pages_back_a_batch(database_url):
     figures = _bench("works").run(database_url, 12)
     assert figures["works"] == 12 and figures["city pages"].startswith("1 in ")
     assert figures["street pages"].startswith("1 in ") and "init, street moved s" in figures
+
+
+def test_the_load_test_runs_briefly_on_the_tiny_city_and_finds_every_batch(tmp_path):
+    """bench/load.py end to end for a few seconds on SQLite: a real gunicorn, real
+    batches, a feed over a local server, and the report's table and row check."""
+    tiny = Path(__file__).resolve().parent / "fixtures" / "tiny_city"
+    for name in ("neighbourhoods.geojson", "streets.geojson"):
+        (tmp_path / name).write_bytes((tiny / name).read_bytes())
+    feed = (
+        "    feeds:\n      - id: load-feed\n        url: http://127.0.0.1:9/feed.csv\n"
+        "        format: csv\n        every: 1d\n        measure: homes-repaired\n"
+        "        fields: {place: place, date: day, value: value}\n"
+    )
+    tree = (
+        (tiny / "tree.yaml")
+        .read_text()
+        .replace("    name: Earthquake Commission\n", "    name: Earthquake Commission\n" + feed, 1)
+    )
+    (tmp_path / "tree.yaml").write_text(tree)
+    load = _bench("load")
+    args = load.parse(
+        ["--backend", "sqlite", "--seconds", "4", "--tree", str(tmp_path / "tree.yaml"),
+         "--feed", "load-feed", "--feed-every", "1", "--feed-rows", "30", "--residents", "2",
+         "--agencies", "1", "--batch-min", "2", "--batch-max", "5"]
+    )  # fmt: skip
+    args.tree = args.tree.resolve()
+    report = load.run_backend("sqlite", args)
+    kinds = {row["kind"]: row for row in report["kinds"]}
+    assert {"city page", "post observations", "feed run"} <= set(kinds)
+    for row in kinds.values():
+        assert row["count"] > 0 and row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+        assert row["errors"] == 0, row["error_samples"]
+    rows = report["rows"]
+    assert rows["ok"] and rows["accepted batches"] == kinds["post observations"]["count"]
+    assert rows["feed batches"] >= 1 and rows["rows appeared"] == (
+        rows["agency rows"] + rows["feed rows"]
+    )
+    assert "| post observations |" in load.markdown("sqlite", report)
