@@ -127,7 +127,10 @@ def submit_report(
         email = None
     address = clean_line(address or "", field="address", limit=ADDRESS_MAX, what="The address")
     lon, lat, place_id, street_address = _location(session, lon, lat, street_id)
+    now = utcnow()  # one moment for both: a new report is not "updated"
     report = Report(
+        created_at=now,
+        updated_at=now,
         category_code=found.code,
         agency_id=found.agency_id,
         place_id=place_id,
