@@ -41,13 +41,15 @@ from tracker.places.locate import city_extent, locate_point, resolve_street
 from tracker.residents import me_link
 from tracker.settings import Settings
 
-STATUSES = ("open", "closed")
-STATUS_LABELS = {"open": "Open", "closed": "Closed"}
+STATUSES = ("open", "closed")  # what an agency sets
+HIDDEN = "hidden"  # taken down (hide_report): on no public page, map, count or Open311 answer
+STATUS_LABELS = {"open": "Open", "closed": "Closed", HIDDEN: "Hidden"}
 SOURCES = ("web", "open311")
 DESCRIPTION_MAX = 2000
 NAME_MAX = 100
 ADDRESS_MAX = 300
 NOTES_MAX = 2000
+REASON_MAX = 1000
 SEARCH_LIMIT = 1000
 
 
@@ -239,10 +241,16 @@ def update_report(
 ) -> Report:
     """Set a report's status and notes, as its agency (another agency: 403); records it in
     the audit trail and mails the reporter (when there is an email) if anything changed."""
-    report = get_report(session, report_id)
+    report = get_report(session, report_id, hidden=True)
     session.refresh(report, with_for_update=True)  # two updates at once: one after the other
     if report.agency_id != agency_id:
         raise TrackerError("This report is another agency's to answer.", status=403)
+    if report.status == HIDDEN:
+        raise TrackerError(
+            f"Report {report.id} is hidden: show it again before changing its status.",
+            status=409,
+            field="status",
+        )
     if status not in STATUSES:
         raise TrackerError("Choose open or closed.", status=400, field="status")
     notes = clean_text(status_notes or "", field="status_notes", limit=NOTES_MAX,
@@ -272,12 +280,84 @@ def update_report(
     return report
 
 
-def get_report(session: Session, report_id: int) -> Report:
-    """The report `report_id`; NotFound (404) if there is none."""
+def get_report(session: Session, report_id: int, *, hidden: bool = False) -> Report:
+    """The report `report_id`; NotFound (404) if there is none, or if it is hidden and
+    `hidden` (its agency's and officials' view) is not set."""
     report = session.get(Report, report_id) if isinstance(report_id, int) else None
-    if report is None:
+    if report is None or (report.status == HIDDEN and not hidden):
         raise NotFound(f"There is no report {report_id}.")
     return report
+
+
+def hide_report(
+    session: Session,
+    report_id: int,
+    *,
+    reason: str,
+    user_id: int | None,
+    agency_id: str | None = None,
+) -> Report:
+    """Take a report down (status "hidden"), as its agency (`agency_id`; another agency:
+    403) or as an official (`agency_id` None), with a reason (required) kept in the audit
+    trail. Its text leaves every public page, map, count and Open311 answer; its
+    `updated_at` moves, so cached pages go too. Nobody is mailed. Not committed."""
+    report = _for_change(session, report_id, agency_id)
+    reason = clean_text(reason or "", field="reason", limit=REASON_MAX, what="The reason")
+    if not reason:
+        raise TrackerError("Say why the report is hidden.", status=400, field="reason")
+    if report.status == HIDDEN:
+        return report
+    _set_status(session, report, HIDDEN, user_id=user_id, action="report.hide",
+                extra={"reason": reason})  # fmt: skip
+    return report
+
+
+def unhide_report(
+    session: Session, report_id: int, *, user_id: int | None, agency_id: str | None = None
+) -> Report:
+    """Show a hidden report again with the status it had before (open if unknown), as
+    hide_report allows; recorded in the audit trail, nobody mailed. Not committed."""
+    report = _for_change(session, report_id, agency_id)
+    if report.status != HIDDEN:
+        return report
+    before = session.scalar(
+        select(AuditEvent.old)
+        .where(AuditEvent.entity_id == f"report/{report.id}", AuditEvent.action == "report.hide")
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    status = (before or {}).get("status")
+    _set_status(session, report, status if status in STATUSES else "open", user_id=user_id,
+                action="report.unhide")  # fmt: skip
+    return report
+
+
+def _for_change(session: Session, report_id: int, agency_id: str | None) -> Report:
+    report = get_report(session, report_id, hidden=True)
+    session.refresh(report, with_for_update=True)
+    if agency_id is not None and report.agency_id != agency_id:
+        raise TrackerError("This report is another agency's to answer.", status=403)
+    return report
+
+
+def _set_status(session, report: Report, status: str, *, user_id, action, extra=None) -> None:
+    old = {"status": report.status}
+    report.status = status
+    report.updated_at = utcnow()
+    session.add(report)
+    session.add(
+        AuditEvent(
+            agency_id=report.agency_id,
+            user_id=user_id,
+            channel="web",
+            action=action,
+            entity_id=f"report/{report.id}",
+            place_id=report.place_id,
+            old=old,
+            new={"status": status, **(extra or {})},
+        )
+    )
+    session.flush()
 
 
 def search_reports(
@@ -296,8 +376,10 @@ def search_reports(
     open_first: bool = False,
 ) -> list[Report]:
     """Reports matching every filter given, newest first (created in [start, end]);
-    `open_first` puts open ones before closed ones (the agency's list)."""
-    query = _filtered(select(Report), codes, statuses, start, end, ids, agency_id, place_id)
+    `open_first` puts open ones before closed ones (the agency's list). Hidden reports
+    only with `hidden` (the agency's tab, officials)."""
+    query = _filtered(select(Report), codes, statuses, start, end, ids, agency_id, place_id,
+                      hidden)  # fmt: skip
     if places is not None:
         query = query.where(Report.place_id.in_(list(places)))
     order = [Report.created_at.desc(), Report.id.desc()]
@@ -318,18 +400,22 @@ def count_reports(
     agency_id: str | None = None,
     place_id: str | None = None,
     places: Sequence[str] | None = None,
+    hidden: bool = False,
+    hidden: bool = False,
 ) -> int:
     """How many reports search_reports would find without a limit."""
     query = _filtered(
         select(func.count()).select_from(Report),
-        codes, statuses, start, end, ids, agency_id, place_id,
+        codes, statuses, start, end, ids, agency_id, place_id, hidden,
     )  # fmt: skip
     if places is not None:
         query = query.where(Report.place_id.in_(list(places)))
     return int(session.scalar(query) or 0)
 
 
-def _filtered(query, codes, statuses, start, end, ids, agency_id, place_id):
+def _filtered(query, codes, statuses, start, end, ids, agency_id, place_id, hidden=False):
+    if not hidden:
+        query = query.where(Report.status != HIDDEN)
     if codes is not None:
         query = query.where(Report.category_code.in_(list(codes)))
     if statuses is not None:
@@ -352,11 +438,12 @@ def _filtered(query, codes, statuses, start, end, ids, agency_id, place_id):
 
 def clean_text(text: str, *, field: str, limit: int, what: str) -> str:
     """Free text with its line ends made "\\n", trimmed; TrackerError (400, `field`) for
-    a control character other than a line end, or for more than `limit` characters."""
+    a control character other than a line end (U+2028 and U+2029 too), or for more than
+    `limit` characters."""
     if not isinstance(text, str):
         raise TrackerError(f"{what} must be text.", status=400, field=field)
     text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if any(c != "\n" and unicodedata.category(c) == "Cc" for c in text):
+    if any(c != "\n" and unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text):
         raise TrackerError(
             f"{what} holds a control character: type it again as plain text.",
             status=400,
