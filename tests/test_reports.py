@@ -489,3 +489,148 @@ def test_forgetting_the_resident_keeps_the_report_without_its_email(app, client,
                               status_notes="Done", settings=app.config["SETTINGS"])  # fmt: skip
         session.commit()
     assert mails(app, "report.update") == []
+
+
+# --- hiding a report --------------------------------------------------------------------
+
+
+def public_traces(client, report_id: int) -> dict[str, bool]:
+    """Where the report shows to the public: its page, the list, the place's list and map,
+    Open311 by id and in lists."""
+    soup = page(client, "/places/opawa")
+    features = map_features(map_scripts(soup)[0])
+    listed = client.get("/open311/v2/requests.json").get_json()
+    by_id = client.get(f"/open311/v2/requests.json?service_request_id={report_id}").get_json()
+    return {
+        "page": client.get(f"/reports/{report_id}").status_code == 200,
+        "list": bool(page(client, "/reports").find("a", href=f"/reports/{report_id}")),
+        "place": bool(soup.select_one("#reports").find("a", href=f"/reports/{report_id}")),
+        "map": any(f.get("id") == f"report-{report_id}" for f in features),
+        "open311": client.get(f"/open311/v2/requests/{report_id}.json").status_code == 200,
+        "open311 list": any(r["service_request_id"] == str(report_id) for r in listed),
+        "open311 ids": any(r["service_request_id"] == str(report_id) for r in by_id),
+    }
+
+
+def agency_post(agency, path, data):
+    return agency.post(path, data={"csrf_token": csrf_token(agency, "/agency/reports"), **data})
+
+
+def test_the_agency_hides_a_report_and_shows_it_again(app, client, staff):
+    send(client, {"description": "My neighbour Bob (021 555 0199) dug this hole."})
+    send(client, {"description": "Another hole."})
+    first, _second = rows(app, Report)
+    agency = app.test_client()
+    sign_in(agency, "council.staff@example.org")
+    close = {"status": "closed", "notes": "Filled."}
+    assert agency_post(agency, f"/agency/reports/{first.id}", close).status_code == 303
+    assert all(public_traces(client, first.id).values())  # and the pages are now cached
+    sent = len(mails(app))
+    response = agency_post(agency, f"/agency/reports/{first.id}/hide",
+                           {"reason": "Names a neighbour with his phone number."})  # fmt: skip
+    assert response.status_code == 303
+    assert not any(public_traces(client, first.id).values())
+    assert public_traces(client, _second.id)["page"]
+    assert client.get(f"/reports/{first.id}").status_code == 404
+    assert "021 555 0199" not in client.get("/reports").get_data(as_text=True)
+    (hidden,) = rows(app, Report, Report.id == first.id)
+    assert hidden.status == "hidden" and hidden.updated_at > first.updated_at
+    (event,) = rows(app, AuditEvent, AuditEvent.action == "report.hide")
+    assert event.old == {"status": "closed"} and event.user_id is not None
+    assert event.new == {"status": "hidden", "reason": "Names a neighbour with his phone number."}
+    assert len(mails(app)) == sent  # the reporter is not mailed the text again
+    # The agency's tab still lists it, marked, with a way back and no status form.
+    soup = page(agency, "/agency/reports")
+    article = soup.find("article", id=f"report-{first.id}")
+    assert "Hidden" in text(article) and "021 555 0199" in text(article)
+    assert article.find("form", action=f"/agency/reports/{first.id}/unhide")
+    assert not article.find("form", action=f"/agency/reports/{first.id}")
+    assert "of 2" in text(soup)
+    # Its status cannot change while hidden (409, shown on the tab), and nobody is mailed.
+    response = agency_post(agency, f"/agency/reports/{first.id}", {"status": "open", "notes": ""})
+    assert response.status_code == 409 and "show it again" in response.get_data(as_text=True)
+    assert rows(app, Report, Report.id == first.id)[0].status == "hidden"
+    assert len(mails(app)) == sent
+    # Shown again: with the status it had, everywhere again.
+    assert agency_post(agency, f"/agency/reports/{first.id}/unhide", {}).status_code == 303
+    assert rows(app, Report, Report.id == first.id)[0].status == "closed"
+    assert all(public_traces(client, first.id).values())
+    assert len(mails(app)) == sent
+
+
+def test_hiding_is_refused_without_a_reason_csrf_or_the_agency(app, client, staff):
+    send(client)
+    (report,) = rows(app, Report)
+    agency = app.test_client()
+    sign_in(agency, "council.staff@example.org")
+    response = agency_post(agency, f"/agency/reports/{report.id}/hide", {"reason": "  "})
+    assert response.status_code == 400
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    article = soup.find("article", id=f"report-{report.id}")
+    assert "Say why" in text(article.find(class_="error"))
+    assert article.find("textarea", id=f"report-{report.id}-notes") is not None
+    too_long = agency_post(agency, f"/agency/reports/{report.id}/hide", {"reason": "x" * 1001})
+    assert too_long.status_code == 400
+    assert agency.post(f"/agency/reports/{report.id}/hide",
+                       data={"reason": "No token."}).status_code == 400  # fmt: skip
+    other = app.test_client()
+    sign_in(other, "eqc.staff@example.org")
+    assert agency_post(other, f"/agency/reports/{report.id}/hide",
+                       {"reason": "Not mine."}).status_code == 403  # fmt: skip
+    assert agency_post(other, "/agency/reports/999/hide", {"reason": "None."}).status_code == 404
+    assert client.post(f"/agency/reports/{report.id}/hide").status_code in (303, 400)
+    assert rows(app, Report)[0].status == "open"
+    assert rows(app, AuditEvent, AuditEvent.action == "report.hide") == []
+    # Another agency cannot show a hidden one again either.
+    with Session(app.extensions["engine"]) as session:
+        reports.hide_report(session, report.id, reason="Abuse.", user_id=None)
+        session.commit()
+    assert agency_post(other, f"/agency/reports/{report.id}/unhide", {}).status_code == 403
+    assert rows(app, Report)[0].status == "hidden"
+
+
+def test_an_official_hides_any_report_on_admin(app, client, staff):
+    send(client)
+    (report,) = rows(app, Report)
+    add_user(app, "official@example.org", role="official", agency_id=None)
+    official = app.test_client()
+    sign_in(official, "official@example.org")
+    assert "No report is hidden" in text(page(official, "/admin/reports"))
+    token = csrf_token(official, "/admin/reports")
+    refused = [({"report": "12a", "reason": "Abuse."}, 400, "number"),
+               ({"report": "999", "reason": "Abuse."}, 404, "no report 999"),
+               ({"report": str(report.id), "reason": ""}, 400, "Say why")]  # fmt: skip
+    for data, status, message in refused:
+        response = official.post("/admin/reports/hide", data={"csrf_token": token, **data})
+        assert response.status_code == status and message in response.get_data(as_text=True)
+    assert rows(app, Report)[0].status == "open"
+    response = official.post("/admin/reports/hide", data={
+        "csrf_token": token, "report": str(report.id), "reason": "Abusive."})  # fmt: skip
+    assert response.status_code == 303
+    assert client.get(f"/reports/{report.id}").status_code == 404
+    soup = page(official, "/admin/reports")
+    assert soup.find("article", id=f"report-{report.id}")
+    (event,) = rows(app, AuditEvent, AuditEvent.action == "report.hide")
+    assert event.new["reason"] == "Abusive." and event.agency_id == "council"
+    # Staff of an agency cannot use the official's page.
+    agency = app.test_client()
+    sign_in(agency, "council.staff@example.org")
+    assert agency.get("/admin/reports").status_code in (302, 303, 403)
+    response = official.post(f"/admin/reports/{report.id}/unhide", data={"csrf_token": token})
+    assert response.status_code == 303
+    assert client.get(f"/reports/{report.id}").status_code == 200
+    assert rows(app, AuditEvent, AuditEvent.action == "report.unhide")[0].new == {"status": "open"}
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029"])
+def test_line_and_paragraph_separators_are_refused(app, client, staff, char):
+    response = send(client, {"description": f"A hole{char}here."})
+    assert response.status_code == 400 and "control character" in response.get_data(as_text=True)
+    assert rows(app, Report) == []
+
+
+def test_a_new_report_does_not_say_updated(app, client, staff):
+    send(client)
+    (report,) = rows(app, Report)
+    assert report.updated_at == report.created_at
+    assert "updated" not in text(page(client, f"/reports/{report.id}").find("dl"))

@@ -3,7 +3,7 @@ the audit trail."""
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
-from tracker import comments
+from tracker import comments, reports
 from tracker.audit import audit_trail
 from tracker.auth import (
     ROLES,
@@ -210,3 +210,57 @@ def reject_comment(comment_id: int):
                            failed=comment_id, reason=reason, status=exc.status)  # fmt: skip
     flash(f"Comment #{comment_id} is rejected; its author is told why.", "info")
     return redirect(url_for(".comment_queue"), 303)
+
+
+# --- problem reports: hiding ------------------------------------------------------------
+
+
+@bp.get("/reports")
+@login_required("official")
+def hidden_reports():
+    """Hide a problem report by its number, with a reason; the hidden ones, to show again."""
+    return _reports_page()
+
+
+def _reports_page(*, error=None, form=None, status=200):
+    session = get_session()
+    timezone = city_timezone(session)
+    page = render_template(
+        "admin/reports.html",
+        rows=reports.search_reports(session, statuses=[reports.HIDDEN], hidden=True),
+        names=reports.category_names(session),
+        local=lambda moment: local_time(moment, timezone).strftime("%-d %b %Y, %-I:%M %p"),
+        error=error,
+        form=form or {},
+        reason_limit=reports.REASON_MAX,
+    )
+    return page, status, {"Cache-Control": "no-store"}
+
+
+@bp.post("/reports/hide")
+@login_required("official")
+def hide_report():
+    """Hide any agency's report (tracker.reports.hide_report): no public page shows it."""
+    form = {"report": request.form.get("report", "").strip(),
+            "reason": request.form.get("reason", "")}  # fmt: skip
+    number = form["report"].removeprefix("#")
+    try:
+        if not (number.isascii() and number.isdigit() and len(number) <= 18):
+            raise TrackerError("Report: give its number, such as 12.", field="report")
+        with transaction() as session:
+            reports.hide_report(session, int(number), reason=form["reason"],
+                                user_id=current_user().id)  # fmt: skip
+    except TrackerError as exc:
+        return _reports_page(error=exc.message, form=form, status=exc.status)
+    flash(f"Report {number} is hidden: no public page, map or list shows it.", "info")
+    return redirect(url_for(".hidden_reports"), 303)
+
+
+@bp.post("/reports/<int:report_id>/unhide")
+@login_required("official")
+def unhide_report(report_id: int):
+    """Show a hidden report again, with the status it had before."""
+    with transaction() as session:
+        reports.unhide_report(session, report_id, user_id=current_user().id)
+    flash(f"Report {report_id} is shown again.", "info")
+    return redirect(url_for(".hidden_reports"), 303)

@@ -253,19 +253,20 @@ def agency_reports():
 def _agency_page(*, failed=None, error=None, form=None, status=200):
     session, user = get_session(), current_user()
     found = reports.search_reports(
-        session, agency_id=user.agency_id, open_first=True, limit=AGENCY_PAGE_SIZE
+        session, agency_id=user.agency_id, open_first=True, limit=AGENCY_PAGE_SIZE, hidden=True
     )
     page = render_page(
         "agency/reports.html",
         rows=_rows(session, found),
         open_count=reports.count_reports(session, agency_id=user.agency_id, statuses=["open"]),
-        total=reports.count_reports(session, agency_id=user.agency_id),
+        total=reports.count_reports(session, agency_id=user.agency_id, hidden=True),
         shown=AGENCY_PAGE_SIZE,
         failed=failed,
         error=error,
         form=form or {},
-        statuses=reports.STATUS_LABELS,
+        statuses={status: reports.STATUS_LABELS[status] for status in reports.STATUSES},
         limit=reports.NOTES_MAX,
+        reason_limit=reports.REASON_MAX,
     )
     return page, status
 
@@ -287,6 +288,38 @@ def update(report_id: int):
         return _agency_page(failed=report_id, error=exc.message, form=form, status=exc.status)
     session.commit()
     flash(f"Report {report_id} saved: its page shows the status and notes.", "info")
+    return redirect(url_for(".agency_reports") + f"#report-{report_id}", 303)
+
+
+@bp.post("/agency/reports/<int:report_id>/hide")
+@login_required("agency")
+def hide(report_id: int):
+    """Take one of the agency's reports down, with a reason (tracker.reports.hide_report)."""
+    session, user = get_session(), current_user()
+    form = {"reason": request.form.get("reason", "")}
+    try:
+        reports.hide_report(session, report_id, reason=form["reason"], user_id=user.id,
+                            agency_id=user.agency_id)  # fmt: skip
+    except TrackerError as exc:
+        session.rollback()
+        if exc.status in (403, 404):
+            raise
+        stored = reports.get_report(session, report_id, hidden=True)
+        form |= {"status": stored.status, "notes": stored.status_notes or ""}
+        return _agency_page(failed=report_id, error=exc.message, form=form, status=exc.status)
+    session.commit()
+    flash(f"Report {report_id} is hidden: no public page, map or list shows it.", "info")
+    return redirect(url_for(".agency_reports") + f"#report-{report_id}", 303)
+
+
+@bp.post("/agency/reports/<int:report_id>/unhide")
+@login_required("agency")
+def unhide(report_id: int):
+    """Show one of the agency's hidden reports again, with the status it had."""
+    session, user = get_session(), current_user()
+    reports.unhide_report(session, report_id, user_id=user.id, agency_id=user.agency_id)
+    session.commit()
+    flash(f"Report {report_id} is shown again.", "info")
     return redirect(url_for(".agency_reports") + f"#report-{report_id}", 303)
 
 
