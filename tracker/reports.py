@@ -374,6 +374,7 @@ def search_reports(
     place_id: str | None = None,
     places: Sequence[str] | None = None,
     open_first: bool = False,
+    hidden: bool = False,
 ) -> list[Report]:
     """Reports matching every filter given, newest first (created in [start, end]);
     `open_first` puts open ones before closed ones (the agency's list). Hidden reports
@@ -400,7 +401,6 @@ def count_reports(
     agency_id: str | None = None,
     place_id: str | None = None,
     places: Sequence[str] | None = None,
-    hidden: bool = False,
     hidden: bool = False,
 ) -> int:
     """How many reports search_reports would find without a limit."""
