@@ -107,7 +107,8 @@ def test_the_load_test_runs_briefly_on_the_tiny_city_and_finds_every_batch(tmp_p
     args.tree = args.tree.resolve()
     report = load.run_backend("sqlite", args)
     kinds = {row["kind"]: row for row in report["kinds"]}
-    assert {"city page", "post observations", "feed run"} <= set(kinds)
+    # Which pages the two residents drew in 4 s is chance; that they read some is not.
+    assert {"post observations", "feed run"} <= set(kinds) and set(kinds) & set(load.RESIDENT_MIX)
     for row in kinds.values():
         assert row["count"] > 0 and row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert row["errors"] == 0, row["error_samples"]
