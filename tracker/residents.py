@@ -24,7 +24,7 @@ from tracker.errors import NotFound
 from tracker.models import OutboxMail, Place, ResidentKey, Street
 from tracker.settings import Settings
 
-# Tables whose rows stay when their resident asks to be forgotten: only the email goes.
+# Tables whose rows stay when their resident asks to be forgotten: the email and name go.
 ANONYMISED = frozenset({"report", "problemreport"})
 NOT_RESIDENTS = frozenset({"user"})  # staff accounts have an email too: not residents'
 LABELS = {
@@ -167,8 +167,9 @@ def resident_tables(session: Session | None = None) -> list[Table]:
 
 
 def _remove(session: Session, table: Table, condition) -> int:
-    if table.name in ANONYMISED:
-        return session.execute(update(table).where(condition).values(email=None)).rowcount
+    if table.name in ANONYMISED:  # the row stays, with neither the email nor the name
+        gone = {"email": None} | ({"name": ""} if "name" in table.c else {})
+        return session.execute(update(table).where(condition).values(gone)).rowcount
     pk = _pk(table)
     ids = select(pk).where(condition).scalar_subquery()
     present = set(inspect(session.connection()).get_table_names())
