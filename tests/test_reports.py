@@ -634,3 +634,18 @@ def test_a_new_report_does_not_say_updated(app, client, staff):
     (report,) = rows(app, Report)
     assert report.updated_at == report.created_at
     assert "updated" not in text(page(client, f"/reports/{report.id}").find("dl"))
+
+
+def test_forgetting_the_reporter_on_their_page_removes_their_name_too(app, client, staff):
+    send(client, {"name": "Ana Reporter-Smith"})
+    me = re.search(r"/me/\S+", mails(app, "report.received")[0].body).group(0)
+    agency = app.test_client()
+    sign_in(agency, "council.staff@example.org")
+    assert "from Ana Reporter-Smith" in text(page(agency, "/agency/reports"))
+    response = client.post(me + "/delete", data={"everything": "yes",
+                                                 "csrf_token": csrf_token(client, me)})  # fmt: skip
+    assert response.status_code == 200
+    (report,) = rows(app, Report)
+    assert (report.email, report.name) == (None, "")
+    assert "Ana Reporter-Smith" not in agency.get("/agency/reports").get_data(as_text=True)
+    assert page(client, f"/reports/{report.id}").find("p", class_="report-text")
