@@ -118,3 +118,19 @@ def test_the_load_test_runs_briefly_on_the_tiny_city_and_finds_every_batch(tmp_p
         rows["agency rows"] + rows["feed rows"]
     )
     assert "| post observations |" in load.markdown("sqlite", report)
+
+
+def test_the_load_tests_row_check_finds_a_batch_that_is_not_there(tmp_path):
+    tree = Path(__file__).resolve().parent / "fixtures" / "tiny_city" / "tree.yaml"
+    url = f"sqlite:///{tmp_path / 'check.sqlite3'}"
+    settings = Settings(database_url=url, tree=tree, instance_path=tmp_path, _env_file=None)
+    engine, _ = initialise(settings)
+    try:
+        load = _bench("load")
+        agency = load.Agency("eqc", "token", [])
+        agency.accepted["load-x-eqc-1"] = (999, 5)  # answered 201, never stored
+        check = load.check_rows(engine, load.row_counts(engine), [agency])
+    finally:
+        engine.dispose()
+    assert not check["ok"] and check["lost batches"] == ["load-x-eqc-1"]
+    assert check["batches with wrong row count"] == [("load-x-eqc-1", 5, 0)]
