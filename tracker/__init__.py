@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(
         SETTINGS=settings,
         DATABASE_URL=settings.resolved_database_url(),
+        READ_DATABASE_URL=settings.read_database_url,  # a replica for public reads, or None
         SECRET_KEY=settings.resolved_secret_key(),
         SECRET_KEY_FALLBACKS=settings.fallback_keys(),  # sessions signed before a rotation
         MAX_CONTENT_LENGTH=int(settings.max_upload_mb * 1024 * 1024),

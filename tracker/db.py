@@ -1,25 +1,51 @@
-"""The database: engine, per-request session, SQLite pragmas and Alembic migrations."""
+"""The database: engine, per-request session, SQLite pragmas and Alembic migrations.
 
+With `TRACKER_READ_DATABASE_URL` set (a PostgreSQL streaming replica), `get_session`
+is the one place that decides which database a request reads (`reads_replica`): an
+anonymous GET of a public page or of the read API reads the replica; anything that
+writes (every POST, PUT, PATCH, DELETE and every `transaction()`), anyone signed in or
+sending a token, the staff and residents' own pages (PRIMARY_PATHS), the CLI and the
+scheduler use the primary. A replica that cannot be reached is left alone for
+REPLICA_RETRY_SECONDS and its reads go to the primary meanwhile (docs/operations.md).
+"""
+
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from flask import Flask, current_app, g
-from sqlalchemy import Connection, Engine, create_engine, event
+from flask import Flask, current_app, g, has_request_context, request
+from flask import session as web_session
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for SQLite's one write lock
+REPLICA_CONNECT_TIMEOUT_SECONDS = 2  # a replica host that does not answer fails this fast
+REPLICA_RETRY_SECONDS = 10  # after a failure, reads go to the primary this long
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Pages that read the primary even for an anonymous GET: staff pages and sign-in, and a
+# resident's own pages reached by a mailed link (their alert, their data), which must
+# show what that resident just did and may write (confirming an alert).
+PRIMARY_PATHS = ("/agency", "/admin", "/login", "/logout", "/alerts", "/me")
+
+log = logging.getLogger(__name__)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite connections get WAL, foreign keys and a busy timeout."""
+def make_engine(url: str, *, replica: bool = False) -> Engine:
+    """An engine for `url`; SQLite connections get WAL, foreign keys and a busy timeout.
+    A `replica` engine gives up connecting after REPLICA_CONNECT_TIMEOUT_SECONDS."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    if replica:
+        connect_args = {"connect_timeout": REPLICA_CONNECT_TIMEOUT_SECONDS}
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     return create_engine(url, pool_pre_ping=True)
 
 
@@ -81,33 +107,127 @@ def _seed_planner_statistics(connection: Connection) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Give the app an engine and close each request's session when the request ends."""
+    """Give the app an engine (and one for the replica, when set) and close each
+    request's sessions when the request ends."""
     app.extensions["engine"] = make_engine(app.config["DATABASE_URL"])
+    if app.config.get("READ_DATABASE_URL"):
+        app.extensions["read_engine"] = make_engine(app.config["READ_DATABASE_URL"], replica=True)
+        app.extensions["replica_down_until"] = [0.0]  # time.monotonic(); a list: shared
     app.teardown_appcontext(_close_session)
 
 
 def get_engine() -> Engine:
+    """The primary's engine."""
     return current_app.extensions["engine"]
 
 
+def get_read_engine() -> Engine | None:
+    """The replica's engine, or None when no TRACKER_READ_DATABASE_URL is set."""
+    return current_app.extensions.get("read_engine")
+
+
 def get_session() -> Session:
-    """The session of the current request or app context, opened on first use."""
+    """The session of the current request or app context, opened on first use: on the
+    replica when `reads_replica()` and it answers, else on the primary."""
     if "db_session" not in g:
-        g.db_session = Session(get_engine(), expire_on_commit=False)
+        replica = _replica_session() if reads_replica() else None
+        g.db_session = replica or primary_session()
     return g.db_session
 
 
-def _close_session(_exc: BaseException | None) -> None:
-    session = g.pop("db_session", None)
-    if session is not None:
+def session_engine() -> Engine:
+    """The engine of this request's session, or the one it will have (without connecting:
+    a replica that fails on connecting still makes it the primary's)."""
+    if "db_session" in g:
+        return g.db_session.get_bind()
+    if reads_replica() and replica_serving():
+        return get_read_engine()
+    return get_engine()
+
+
+def primary_session() -> Session:
+    """The session on the primary of the current request or app context (every write)."""
+    if "db_primary" not in g:
+        g.db_primary = Session(get_engine(), expire_on_commit=False)
+    return g.db_primary
+
+
+def reads_replica() -> bool:
+    """Whether this request may read the replica: one is set, and the request is an
+    anonymous GET (no signed-in account, no token, no pending flash: nothing that must
+    see its own writes) outside PRIMARY_PATHS. Outside a request (CLI, jobs): never."""
+    if get_read_engine() is None or not has_request_context():
+        return False
+    if request.method not in SAFE_METHODS or "Authorization" in request.headers:
+        return False
+    if web_session.get("uid") or web_session.get("_flashes"):
+        return False
+    path = request.path
+    return not any(path == prefix or path.startswith(prefix + "/") for prefix in PRIMARY_PATHS)
+
+
+def _replica_session() -> Session | None:
+    """A session on the replica, already connected; None (read the primary) when the
+    replica failed within REPLICA_RETRY_SECONDS or fails now."""
+    down_until = current_app.extensions["replica_down_until"]
+    if time.monotonic() < down_until[0]:
+        return None
+    session = Session(get_read_engine(), expire_on_commit=False)
+    try:
+        session.connection()  # fail here, before the page has read half its data
+    except DBAPIError as exc:
         session.close()
+        replica_failed(exc)
+        return None
+    return session
+
+
+def replica_failed(exc: BaseException) -> None:
+    """Send this worker's reads to the primary for the next REPLICA_RETRY_SECONDS."""
+    current_app.extensions["replica_down_until"][0] = time.monotonic() + REPLICA_RETRY_SECONDS
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    log.warning("replica unavailable, reading the primary for %s s: %s",
+                REPLICA_RETRY_SECONDS, first)  # fmt: skip
+
+
+def replica_serving() -> bool:
+    """Whether this worker currently sends reads to the replica (False after a failure)."""
+    return time.monotonic() >= current_app.extensions["replica_down_until"][0]
+
+
+# Seconds the replica is behind: 0 when it has replayed all it received (on an idle
+# primary the last replayed commit is old but nothing is missing) or is not a replica.
+_REPLICA_LAG = text(
+    "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0"
+    " WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+    " ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
+)
+
+
+def replica_lag(engine: Engine) -> float | None:
+    """How far `engine`'s server is behind its primary, in seconds (None: unknown, as
+    before its first replayed commit; SQLite: always 0). Raises when it cannot be reached."""
+    with engine.connect() as connection:
+        if connection.dialect.name != "postgresql":
+            connection.execute(text("SELECT 1"))
+            return 0.0
+        lag = connection.execute(_REPLICA_LAG).scalar()
+    return None if lag is None else max(0.0, float(lag))
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    for key in ("db_session", "db_primary"):
+        session = g.pop(key, None)
+        if session is not None:
+            session.close()
 
 
 @contextmanager
 def transaction() -> Iterator[Session]:
-    """The request's session for one write: committed when the block ends, rolled back
-    when it raises (the error goes on to the one handler). Views write only through this."""
-    session = get_session()
+    """The request's primary session for one write: committed when the block ends, rolled
+    back when it raises (the error goes on to the one handler). Views write only through
+    this; in a POST it is the very session `get_session()` gave."""
+    session = primary_session()
     try:
         yield session
         session.commit()

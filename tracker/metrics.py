@@ -9,6 +9,7 @@ Two kinds, so the figures are right however many workers and hosts serve:
 - Read from the database when scraped: feed runs and failures, rows ingested, the outbox
   backlog, the scheduler's heartbeat. Feeds run in the scheduler's own process, so only
   the database sees all of it; one scrape costs a handful of aggregate queries.
+- Read from the replica, when there is one: whether it answers and how far behind it is.
 """
 
 import os
@@ -52,8 +53,9 @@ CACHE_LOOKUPS = Counter(
 class DatabaseCollector(Collector):
     """The figures only the database holds whole, read at scrape time."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
         self.engine = engine
+        self.read_engine = read_engine
 
     def collect(self) -> Iterator:
         from tracker.scheduler import LEASE_NAME  # the scheduler's module imports the feeds
@@ -110,9 +112,30 @@ class DatabaseCollector(Collector):
         if lease is not None:
             heartbeat.add_metric([], (lease.expires_at - utcnow()).total_seconds())
         yield heartbeat
+        if self.read_engine is not None:
+            yield from self._replica()
+
+    def _replica(self) -> Iterator:
+        from tracker.db import replica_lag
+
+        try:
+            lag, up = replica_lag(self.read_engine), 1
+        except Exception:  # a replica that is down is the figure itself
+            lag, up = None, 0
+        yield GaugeMetricFamily(
+            "tracker_replica_up", "1 when the read replica answers, else 0.", value=up
+        )
+        family = GaugeMetricFamily(
+            "tracker_replica_lag_seconds",
+            "Seconds the read replica's data is behind the primary's (0: all replayed; "
+            "absent: down or nothing replayed yet).",
+        )
+        if lag is not None:
+            family.add_metric([], lag)
+        yield family
 
 
-def render(engine: Engine) -> bytes:
+def render(engine: Engine, read_engine: Engine | None = None) -> bytes:
     """The exposition text: every worker's counts (multiprocess mode) or this process's,
     and the database's figures."""
     registry = CollectorRegistry(auto_describe=False)
@@ -121,5 +144,5 @@ def render(engine: Engine) -> bytes:
     else:
         for collector in (REQUESTS, LATENCY, CACHE_LOOKUPS):
             registry.register(collector)
-    registry.register(DatabaseCollector(engine))
+    registry.register(DatabaseCollector(engine, read_engine))
     return generate_latest(registry)

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the database. Default: an SQLite file `tracker.sqlite3` "
         "in the instance folder. PostgreSQL: `postgresql+psycopg://USER@HOST:5432/DB`.",
     )
+    read_database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of a read-only streaming replica of `database_url` "
+        "(PostgreSQL). Anonymous GETs of public pages and the read API read it; writes, "
+        "staff, the scheduler and the CLI use the primary. Default: none (all on one).",
+    )
     tree: Path = Field(
         default=Path("results_tree.yaml"),
         description="Path of the results tree (results, outputs, measures, places, agencies).",

@@ -6,6 +6,9 @@
   code expects (no pending migration). 503 with `Retry-After` otherwise, so a balancer
   sends requests elsewhere. It reports the scheduler's lease but never fails on it: the
   scheduler is a separate service, and a dead one must not take the web out of service.
+  With a read replica (TRACKER_READ_DATABASE_URL) it reports it too, its lag in seconds,
+  but never fails on it either: reads fall back to the primary while the replica is
+  down (tracker.db), so the worker can still serve every page.
 - `/metrics`: Prometheus text (tracker/metrics.py).
 """
 
@@ -15,12 +18,12 @@ from functools import cache
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 from sqlmodel import Session
 
 from tracker import metrics
-from tracker.db import MIGRATIONS, get_engine
+from tracker.db import MIGRATIONS, get_engine, get_read_engine, replica_failed, replica_lag
 from tracker.models import utcnow
 
 bp = Blueprint("health", __name__)
@@ -60,6 +63,8 @@ def readyz():
     answer["database"] = {"ok": True}
     answer["migrations"] = {"ok": current == expected, "current": current, "expected": expected}
     answer["scheduler"] = _scheduler(lease)
+    if get_read_engine() is not None:
+        answer["replica"] = _replica()
     if current != expected:
         answer["status"] = "unavailable"
         return _not_ready(answer)
@@ -68,8 +73,23 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics_page() -> Response:
-    body = metrics.render(get_engine())
+    body = metrics.render(get_engine(), read_engine=get_read_engine())
     return _uncached(Response(body, content_type=metrics.CONTENT_TYPE))
+
+
+def _replica() -> dict:
+    """The replica's state and lag; a failure also sends this worker's reads to the
+    primary (tracker.db.replica_failed), and the answer says where reads go now."""
+    down_until = current_app.extensions["replica_down_until"]
+    try:
+        lag = replica_lag(get_read_engine())
+    except Exception as exc:
+        replica_failed(exc)
+        return {"ok": False, "lag_seconds": None, "error": type(exc).__name__,
+                "reads": "primary"}  # fmt: skip
+    down_until[0] = 0.0  # it answers: use it again straight away
+    lag = None if lag is None else round(lag, 3)
+    return {"ok": True, "lag_seconds": lag, "reads": "replica"}
 
 
 def _scheduler(lease) -> dict:

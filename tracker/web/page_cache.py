@@ -32,7 +32,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from tracker.clock import city_timezone, today_in
-from tracker.db import get_session
+from tracker.db import get_session, session_engine
 from tracker.freshness import data_stamp
 from tracker.maps import MapCache, RenderedMap
 from tracker.rollup.cache import LRU
@@ -46,7 +46,7 @@ STAMP_SECONDS = 1.0  # how long another process's write may take to reach the pa
 def init_app(app) -> None:
     app.extensions["map_cache"] = MapCache()
     app.extensions["page_cache"] = LRU(512)
-    app.extensions["stamp_memo"] = {}
+    app.extensions["stamp_memo"] = {}  # by engine: the primary's, the replica's
     # By stamp; only `tracker init` changes the timezone, but any write moves the stamp.
     app.extensions["city_timezones"] = LRU(4)
 
@@ -55,10 +55,16 @@ def current_stamp() -> str:
     """This request's data stamp: re-read when this process committed anything since, or
     when the last reading is over STAMP_SECONDS old."""
     if "data_stamp" not in g:
-        memo = current_app.extensions["stamp_memo"]
+        # One memo per database: the stamp must come from the database the page reads (a
+        # replica's lags the primary's), or a page could be kept under a newer stamp
+        # than its data.
+        memos = current_app.extensions["stamp_memo"]
+        memo = memos.setdefault(session_engine(), {})
         commits, now = _commits, time.monotonic()  # taken before reading: a commit meanwhile counts
         if memo.get("commits") != commits or now - memo.get("at", -STAMP_SECONDS) > STAMP_SECONDS:
-            memo.update(stamp=data_stamp(get_session()), at=now, commits=commits)
+            session = get_session()
+            memo = memos.setdefault(session.get_bind(), {})  # a replica found down: the primary
+            memo.update(stamp=data_stamp(session), at=now, commits=commits)
         g.data_stamp = memo["stamp"]
     return g.data_stamp
 
