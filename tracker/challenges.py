@@ -28,7 +28,7 @@ from tracker.alerts import valid_email
 from tracker.clock import city_timezone, local_time
 from tracker.errors import NotFound, TrackerError
 from tracker.mail import link, queue_mail
-from tracker.models import Challenge, User, Work, utcnow
+from tracker.models import AuditEvent, Challenge, User, Work, utcnow
 from tracker.residents import me_link
 from tracker.settings import Settings
 
@@ -161,6 +161,7 @@ def answer(
     text = _long_text(answer, field="Answer", what="write the answer")
     challenge.status, challenge.answer = "answered", text
     challenge.answered_at, challenge.answered_by = utcnow(), user_id
+    _audit(session, challenge, work, user_id, "challenge.answer", "open", "answered")
     if challenge.email:
         title, yours = _one_line(work.title), me_link(session, challenge.email)
         queue_mail(
@@ -181,11 +182,28 @@ def answer(
 def hide(session: Session, challenge_id: int, *, agency_id: str, user_id: int) -> Challenge:
     """Hide a challenge (abusive, say): never shown publicly again. NotFound for a
     challenge that is not this agency's."""
-    challenge, _work = _own(session, challenge_id, agency_id)
+    challenge, work = _own(session, challenge_id, agency_id)
     if challenge.status != "hidden":
+        # Who answered stays on the row; who hid it, and when, is the audit event's.
+        _audit(session, challenge, work, user_id, "challenge.hide", challenge.status, "hidden")
         challenge.status = "hidden"
-        challenge.answered_by = user_id
     return challenge
+
+
+def _audit(session, challenge: Challenge, work: Work, user_id: int, action, old, new) -> None:
+    """An agency's answer or hiding, in the audit trail (no resident's words or email)."""
+    session.add(
+        AuditEvent(
+            user_id=user_id,
+            agency_id=work.agency_id,
+            channel="web",
+            action=action,
+            entity_id=f"challenge/{challenge.id}",
+            place_id=work.main_place_id,
+            old={"status": old},
+            new={"status": new},
+        )
+    )
 
 
 def for_work(session: Session, work_id: int) -> WorkChallenges:
@@ -249,7 +267,8 @@ def agency_addresses(session: Session, agency_id: str) -> list[str]:
 
 
 def _own(session: Session, challenge_id: int, agency_id: str) -> tuple[Challenge, Work]:
-    challenge = session.get(Challenge, challenge_id)
+    # Locked for this transaction: two staff answering at once cannot both answer.
+    challenge = session.get(Challenge, challenge_id, with_for_update=True)
     work = session.get(Work, challenge.work_id) if challenge is not None else None
     if challenge is None or work is None or work.agency_id != agency_id:
         raise NotFound("No such challenge of your agency's works.")

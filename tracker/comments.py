@@ -346,7 +346,8 @@ def queue(session: Session, *, limit: int = QUEUE_MAX) -> list[QueueItem]:
 
 
 def _get(session: Session, comment_id: int) -> Comment:
-    comment = session.get(Comment, comment_id)
+    # Locked for this transaction: a publish and a reject at once cannot both go through.
+    comment = session.get(Comment, comment_id, with_for_update=True)
     if comment is None:
         raise NotFound(f"no comment {comment_id}")
     return comment
@@ -378,6 +379,8 @@ def _mail(session, comment: Comment, target: Target, settings, *, kind, subject,
         f"Hello {comment.author_name},\n\n{text}"
         f"\n--\nWhat the tracker holds about you, and deleting it (your comments too): {mine}\n"
     )
+    # A work's title may hold line breaks; a subject is one line (mail refuses others).
+    subject = " ".join(subject.split())
     queue_mail(session, kind=kind, to=comment.email, subject=subject, body=body,
                headers={"Auto-Submitted": "auto-generated"})  # fmt: skip
 

@@ -22,14 +22,18 @@ _STAMP_FACTS = text(
     "SELECT (SELECT max(id) FROM batch), (SELECT sum(definition_version) FROM node),"
     " (SELECT sum(data_version) FROM node), (SELECT count(*) FROM agency),"
     " (SELECT max(retired_at) FROM agency), (SELECT sum(length(name)) FROM agency),"
-    # Published comments (place pages, feeds): publishing, hiding or deleting one moves these.
+    # Every staff decision a page shows (a comment published or rejected, a challenge
+    # answered or hidden, a report updated) and every "forget me" is an audit event: their
+    # ids only grow, so the stamp never returns to a value a cached page was made under.
+    " (SELECT max(id) FROM auditevent),"
+    # What residents add before anyone decides: a challenge (its count shows at once), a
+    # report (public at once); published comments, which a deletion also takes away.
+    " (SELECT count(*) FROM challenge), (SELECT count(*) FROM report),"
+    " (SELECT max(updated_at) FROM report),"
     " (SELECT count(*) FROM comment WHERE status = 'published'),"
-    " (SELECT sum(id) FROM comment WHERE status = 'published'),"
-    # Challenges (work pages): a new one, an answer or a hidden one moves these.
-    " (SELECT count(*) FROM challenge WHERE status <> 'hidden'),"
-    " (SELECT max(answered_at) FROM challenge),"
-    # Problem reports (map layer, report pages): a new one or any agency update.
-    " (SELECT count(*) FROM report), (SELECT max(updated_at) FROM report)"
+    # Report categories (names on report pages) change only with `tracker init`.
+    " (SELECT count(*) FROM reportcategory), (SELECT sum(length(name)) FROM reportcategory),"
+    " (SELECT max(retired_at) FROM reportcategory)"
 )
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import Table, delete, inspect, select, update
 from sqlmodel import Session, SQLModel
 
 from tracker.errors import NotFound
-from tracker.models import OutboxMail, Place, ResidentKey, Street
+from tracker.models import AuditEvent, OutboxMail, Place, ResidentKey, Street
 from tracker.settings import Settings
 
 # Tables whose rows stay when their resident asks to be forgotten: the email and name go.
@@ -142,14 +142,24 @@ def forget(session: Session, email: str, *, item: str | None = None) -> int:
         condition = (table.c.email == email) & (pk == wanted)
         if not session.execute(select(pk).where(condition)).first():
             raise NotFound("no such item")
-        return _remove(session, table, condition)
+        touched = _remove(session, table, condition)
+        _audit_forget(session, touched)
+        return touched
     for table in tables.values():
         if table.name != "residentkey":
             touched += _remove(session, table, table.c.email == email)
     touched += session.execute(delete(OutboxMail).where(OutboxMail.to_address == email)).rowcount
     # The link itself last: after this it opens nothing.
     touched += session.execute(delete(ResidentKey).where(ResidentKey.email == email)).rowcount
+    _audit_forget(session, touched)
     return touched
+
+
+def _audit_forget(session: Session, rows: int) -> None:
+    """A deletion in the audit trail, with no trace of whose: it also moves the data
+    stamp, so no cached page keeps a deleted comment or challenge."""
+    session.add(AuditEvent(channel="web", action="resident.forget", entity_id="resident",
+                           new={"rows": rows}))  # fmt: skip
 
 
 def resident_tables(session: Session | None = None) -> list[Table]:
