@@ -186,6 +186,19 @@ def test_works_and_measures_take_comments_too(app, client, path, page_path, colu
     assert EMAIL not in str(soup)
 
 
+def test_a_work_whose_title_has_a_line_break_takes_comments_and_their_mails(app, client):
+    """Mail subjects name the work on one line (a subject with a line break is refused)."""
+    store(app, "council", works=[work() | {"title": "Footpath\nrenewal"}])
+    assert send(client, "/works/council/w1/comment").status_code == 200
+    (comment,) = rows(app)
+    mod = app.test_client()
+    official(app, mod)
+    assert moderate(mod, comment.id, "publish").status_code in (200, 303)
+    subjects = [mail.subject for mail in mails(app)]
+    assert "Your comment on Footpath renewal awaits moderation" in subjects
+    assert "Your comment on Footpath renewal is published" in subjects
+
+
 def test_comments_are_listed_newest_first(app, client):
     mod = app.test_client()
     official(app, mod)
@@ -437,3 +450,20 @@ def test_pages_with_comments_carry_no_csrf_token_so_they_stay_cached(app, client
         assert 'name="csrf_token"' not in html, path
     with visitor.session_transaction() as session:
         assert "csrf" not in session  # reading the page gave this visitor no token
+
+
+def test_a_work_of_a_retired_agency_takes_no_comment(app, client):
+    from datetime import UTC, datetime
+
+    from tracker.models import Agency
+
+    store(app, "council", works=[work()])
+    path = "/works/council/w1/comment"
+    token = csrf_token(client, path)
+    with Session(app.extensions["engine"]) as session:
+        session.get(Agency, "council").retired_at = datetime.now(UTC)
+        session.commit()
+    assert client.get("/works/council/w1").status_code == 200  # its page stays
+    assert client.get(path).status_code == 404
+    assert client.post(path, data={**GOOD, "csrf_token": token}).status_code == 404
+    assert rows(app) == [] and mails(app) == []
