@@ -8,16 +8,28 @@ under load is tests/test_faults_pg.py. docs/operations.md ("Faults: what happens
 has the figures these tests measure (run with `-s` to see them).
 """
 
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from fixtures.feeds.server import Answer, FeedServer
 from sqlalchemy import event, func, select, text
 from sqlmodel import Session
 
 from tracker import create_app
 from tracker.auth import issue_token
-from tracker.models import Batch, every_revision
+from tracker.db import make_engine
+from tracker.feeds import run_lease_name
+from tracker.leases import live_lease
+from tracker.models import Batch, Feed, FeedRun, every_revision
 from tracker.web.errors import FULL, READ_ONLY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,3 +162,178 @@ def test_a_read_only_database_refuses_writes_with_503_and_still_serves_reads(
     finally:
         app.extensions["engine"].dispose()
     assert_whole(engine)
+
+
+# --- 1. a feed run killed mid-batch -------------------------------------------------------
+
+FEED_ROWS = 1500  # rows the source serves each time, FEED_BAD of them refused
+FEED_BAD = 30
+KILLS = 10
+# The run lease is RUN_LEASE_SECONDS (60 s) in production; these runs hold one of a
+# second, so a killed run stops holding its feed back within a second, not a minute.
+LEASE = 1.0
+RUNNER = (
+    "import sys, tracker.feeds.run as run; run.RUN_LEASE_SECONDS = float(sys.argv[1]); "
+    "from tracker.cli import main; main(sys.argv[2:])"
+)
+FORK = multiprocessing.get_context("fork")
+
+
+def _import_in_child(database_url: str, feed_id: str) -> None:
+    """What `tracker import FEED` does, in a process forked from the test (no start-up
+    time), on an engine of its own, its runs leasing for LEASE seconds."""
+    from tracker.feeds import run as feed_run
+
+    feed_run.RUN_LEASE_SECONDS = LEASE
+    engine = make_engine(database_url)
+    feed_run.run_feeds(engine, [feed_id])
+    engine.dispose()
+
+
+def import_process(settings, feed_id: str):
+    process = FORK.Process(target=_import_in_child, args=(settings.database_url, feed_id))
+    process.start()
+    return process
+
+
+def tracker_env(settings) -> dict[str, str]:
+    return os.environ | {
+        "TRACKER_DATABASE_URL": settings.database_url,
+        "TRACKER_TREE": str(settings.tree),
+        "TRACKER_INSTANCE_PATH": str(settings.instance_path),
+        "TRACKER_SECRET_KEY": "test-secret",
+    }
+
+
+def tracker_process(settings, *args: str, log: Path) -> subprocess.Popen:
+    """`tracker ARGS` with runs leasing for LEASE seconds; its output goes to `log`."""
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-c", RUNNER, str(LEASE), *args],
+            cwd=ROOT,
+            env=tracker_env(settings),
+            stdout=sink,
+            stderr=sink,
+        )
+
+
+def end(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait(10)
+
+
+def feed_source(server, arrivals: list[float]) -> None:
+    """/big.csv: FEED_ROWS rows whose values change with every request (so each run stores
+    every valid row as a new revision), FEED_BAD of them in an unknown place."""
+    names = ("OPAWA", "St Albans", "riccarton")
+
+    def answer(_query):
+        arrivals.append(time.monotonic())
+        served = len(arrivals)
+        lines = ["suburb,as_at,completed"]
+        for n in range(FEED_ROWS):
+            place = "Nowhere" if n < FEED_BAD else names[n % 3]
+            day = BASE_DAY + timedelta(days=n // 3)
+            lines.append(f"{place},{day.isoformat()},{served * 10_000 + n}")
+        return Answer(body=("\n".join(lines) + "\n").encode())
+
+    server.pages("/big.csv", answer)
+
+
+def feed_state(engine) -> tuple[dict[int, tuple[str, int, str | None]], dict[int, int]]:
+    """Runs (id -> status, rows, error) and the batch of each run that stored one."""
+    with Session(engine) as session:
+        runs = {r.id: (r.status, r.rows, r.error) for r in session.scalars(select(FeedRun))}
+        batches = dict(
+            session.execute(
+                select(Batch.feed_run_id, Batch.id).where(Batch.feed_run_id.is_not(None))
+            ).all()
+        )
+    return runs, batches
+
+
+def wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def lease_gone(engine) -> bool:
+    with Session(engine) as session:
+        return live_lease(session, run_lease_name("big")) is None
+
+
+def test_a_feed_run_killed_anywhere_stores_all_its_rows_or_none_and_the_next_run_succeeds(
+    settings, loaded, tmp_path
+):
+    engine, _ = loaded
+    server = FeedServer()
+    arrivals: list[float] = []
+    feed_source(server, arrivals)
+    with Session(engine) as session:
+        session.add(
+            Feed(id="big", agency_id="eqc", url=server.url("/big.csv"), format="csv",
+                 every="6h", timeout=20, measure_id="homes-repaired",
+                 fields={"place": "suburb", "date": "as_at", "value": "completed"},
+                 place_match="name")
+        )  # fmt: skip
+        session.commit()
+    valid = FEED_ROWS - FEED_BAD
+    log = tmp_path / "import.log"
+    outcomes: Counter = Counter()
+    try:
+        # One whole run first: how long a run takes from the source's answer to its commit.
+        process = import_process(settings, "big")
+        try:
+            assert wait_until(lambda: arrivals, 30)
+            assert wait_until(lambda: feed_state(engine)[1], 60)
+            whole = time.monotonic() - arrivals[-1]
+        finally:
+            process.join(30)
+        rng = random.Random(13)
+        for kill in range(KILLS):
+            asked = len(arrivals) + 1
+            process = import_process(settings, "big")
+            try:
+                assert wait_until(lambda n=asked: len(arrivals) == n, 30)
+                # Anywhere from reading the answer to committing, and just after.
+                time.sleep(2 * whole * (kill + rng.random()) / KILLS)
+                os.kill(process.pid, signal.SIGKILL)
+                process.join(10)
+            finally:
+                if process.is_alive():
+                    process.kill()
+                process.join(10)
+            runs, batches = feed_state(engine)
+            last = max(runs)
+            outcomes[runs[last][0]] += 1
+            assert_whole(engine)
+            assert all(runs[run][0] == "ok" for run in batches)  # a batch only with its "ok"
+            assert all(runs[run][1] == valid for run in batches)
+            if last in batches:
+                assert batch_sizes(engine)[batches[last]] == (valid, valid)
+            assert wait_until(lambda: lease_gone(engine), LEASE + 5)
+        # The next run goes ahead: the killed runs are closed, not "under way".
+        process = tracker_process(settings, "import", "big", log=log)
+        try:
+            assert process.wait(60) == 0, log.read_text()[-2000:]
+        finally:
+            end(process)
+    finally:
+        server.close()
+    runs, batches = feed_state(engine)
+    final = runs[max(runs)]
+    assert final[:2] == ("ok", valid)
+    assert [r for r in runs.values() if r[0] == "running"] == []
+    killed = [r for r in runs.values() if r[0] == "failed"]
+    assert all(r[2] == "interrupted: its process stopped" for r in killed)
+    assert len(killed) == outcomes["running"]
+    assert len(batches) == len(runs) - len(killed) == outcomes["ok"] + 2
+    assert_whole(engine)
+    print(f"\nfeed kills ({engine.dialect.name}): a run takes {whole:.2f} s after the answer; "
+          f"{outcomes['running']} killed mid-run (nothing stored), {outcomes['ok']} after "
+          f"the commit (all {valid} rows)")  # fmt: skip
