@@ -19,9 +19,8 @@ from staff_helpers import add_user, csrf_token, sign_in
 
 from tracker import create_app
 from tracker.auth import issue_token
+from tracker.db import reads_replica, session_engine
 from tracker.settings import Settings
-
-pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL server programs missing")
 
 DAY = "2014-03-31"
 ROLLUP = f"/api/v1/rollup?place=opawa&date={DAY}"
@@ -33,6 +32,8 @@ def clusters():
     """(primary, replica, primary URL, replica URL, agency token), the tiny city loaded."""
     from tracker.cli import initialise
 
+    if not available():
+        pytest.skip("PostgreSQL server programs missing")
     with private_root() as root:
         primary = Cluster(root, "primary").init()
         primary.start()
@@ -240,3 +241,59 @@ def test_a_stopped_replica_sends_reads_to_the_primary(clusters, app):
     caught_up(primary, replica)
     body = client.get("/readyz").get_json()  # answers again: reads go back to it at once
     assert body["replica"]["ok"] is True and body["replica"]["reads"] == "replica"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "replica"),
+    [
+        ("GET", "/", True),
+        ("GET", "/places/opawa", True),
+        ("HEAD", "/places/opawa", True),
+        ("GET", "/agencies/eqc", True),  # not /agency
+        ("GET", "/api/v1/rollup", True),
+        ("GET", "/open311/v2/services.json", True),
+        ("GET", "/exports/", True),
+        ("GET", "/places/opawa.atom", True),
+        ("GET", "/places/opawa/follow", True),  # a form's page: reads only
+        ("POST", "/places/opawa/follow", False),
+        ("POST", "/api/v1/observations", False),
+        ("PUT", "/api/v1/observations", False),
+        ("DELETE", "/places/opawa", False),
+        ("GET", "/agency", False),
+        ("GET", "/agency/observations", False),
+        ("GET", "/admin/users", False),
+        ("GET", "/login", False),
+        ("GET", "/alerts/confirm/abc", False),
+        ("GET", "/me/abc", False),
+    ],
+)
+def test_which_requests_read_the_replica(tmp_path, method, path, replica):
+    """The routing rule alone (no server needed: deciding connects to nothing)."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'primary.sqlite3'}",
+        read_database_url=f"sqlite:///{tmp_path / 'replica.sqlite3'}",
+        tree=TINY_TREE, instance_path=tmp_path / "instance", secret_key="k", _env_file=None,
+    )  # fmt: skip
+    app = create_app(settings)
+    with app.test_request_context(path, method=method):
+        assert reads_replica() is replica
+        expected = app.extensions["read_engine" if replica else "engine"]
+        assert session_engine() is expected
+    if replica:  # … but not for someone signed in, a token, or a pending message
+        with app.test_request_context(path, method=method) as context:
+            context.session["uid"] = 1
+            assert not reads_replica()
+        with app.test_request_context(path, headers={"Authorization": "Bearer x"}):
+            assert not reads_replica()
+        with app.test_request_context(path, method=method) as context:
+            context.session["_flashes"] = [("message", "Saved")]
+            assert not reads_replica()
+
+
+def test_without_a_replica_everything_reads_the_primary(tmp_path):
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'primary.sqlite3'}",
+                        tree=TINY_TREE, instance_path=tmp_path / "i", _env_file=None)  # fmt: skip
+    app = create_app(settings)
+    assert "read_engine" not in app.extensions
+    with app.test_request_context("/places/opawa"):
+        assert not reads_replica() and session_engine() is app.extensions["engine"]
