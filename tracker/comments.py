@@ -23,7 +23,7 @@ from sqlmodel import Session
 from tracker.alerts import valid_email
 from tracker.errors import NotFound, TrackerError
 from tracker.mail import link, queue_mail
-from tracker.models import AuditEvent, Comment, Node, Place, Work, utcnow
+from tracker.models import Agency, AuditEvent, Comment, Node, Place, Work, utcnow
 from tracker.residents import me_link
 from tracker.settings import Settings
 from tracker.works import find_work
@@ -59,7 +59,8 @@ class QueueItem:
 
 def find_target(session: Session, kind: str, *key: str) -> Target:
     """The place (ID), work (AGENCY, REF) or measure (ID) a comment may be about;
-    NotFound for one that does not exist, is retired, or has no page (the city)."""
+    NotFound for one that does not exist, is retired (a work: its agency is), or has no
+    page (the city)."""
     if kind == "place":
         place = session.get(Place, key[0])
         if place is None or place.retired_at is not None or place.level == "city":
@@ -67,6 +68,9 @@ def find_target(session: Session, kind: str, *key: str) -> Target:
         return Target("place", place.id, place.name, f"/places/{place.id}")
     if kind == "work":
         work = find_work(session, *key)
+        agency = session.get(Agency, work.agency_id)
+        if agency is None or agency.retired_at is not None:  # its page stays, closed
+            raise NotFound(f"no work {work.agency_id}/{work.ref} taking comments")
         return Target("work", work.id, work.title, f"/works/{work.agency_id}/{work.ref}")
     if kind == "measure":
         node = session.get(Node, key[0])
