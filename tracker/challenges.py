@@ -28,7 +28,7 @@ from tracker.alerts import valid_email
 from tracker.clock import city_timezone, local_time
 from tracker.errors import NotFound, TrackerError
 from tracker.mail import link, queue_mail
-from tracker.models import AuditEvent, Challenge, User, Work, utcnow
+from tracker.models import Agency, AuditEvent, Challenge, User, Work, utcnow
 from tracker.residents import me_link
 from tracker.settings import Settings
 
@@ -88,8 +88,12 @@ def submit_challenge(
 ) -> Challenge:
     """Store a resident's challenge of `work` and queue its mails (not committed).
 
-    TrackerError naming the field for bad input; 409 when the work is not marked complete.
+    TrackerError naming the field for bad input; 409 when the work is not marked complete;
+    NotFound when its agency is retired (nobody is there to answer).
     """
+    agency = session.get(Agency, work.agency_id)
+    if agency is None or agency.retired_at is not None:
+        raise NotFound(f"no work {work.agency_id}/{work.ref} taking challenges")
     if work.status != "complete":
         raise TrackerError(
             "This work is not marked complete, so it cannot be challenged as unfinished.",
