@@ -325,3 +325,28 @@ def test_each_active_staff_account_of_the_agency_is_mailed_else_its_contact(city
     assert [m.to_address for m in mails(city, "challenge.agency")][2:] == [
         "works@council.example.nz"
     ]
+
+
+def test_a_work_of_a_retired_agency_takes_no_challenge(city, client):
+    from datetime import UTC, datetime
+
+    from tracker import challenges
+    from tracker.errors import NotFound
+
+    token = csrf_token(client, FORM)
+    with Session(city.extensions["engine"]) as session:
+        session.get(Agency, "council").retired_at = datetime.now(UTC)
+        session.commit()
+    assert client.get(WORK).status_code == 200  # its page stays
+    assert client.get(FORM).status_code == 404
+    data = {"note": "Still broken.", "author_name": "Ana", "email": RESIDENT, "csrf_token": token}
+    assert client.post(FORM, data=data).status_code == 404
+    with Session(city.extensions["engine"]) as session:
+        from tracker.models import Work
+
+        found = session.scalars(select(Work)).one()
+        with pytest.raises(NotFound):
+            challenges.submit_challenge(session, found, note="n", location=None,
+                                        author_name="Ana", email=RESIDENT,
+                                        settings=city.config["SETTINGS"])  # fmt: skip
+    assert rows(city) == [] and mails(city) == []

@@ -31,6 +31,8 @@ def challenge(agency_id: str, ref: str):
     session = get_session()
     work = find_work(session, agency_id, ref)
     agency = find_agency(session, agency_id)
+    if agency.retired_at is not None:  # the work's page stays; nobody is there to answer
+        raise NotFound(f"no work {agency_id}/{ref} taking challenges")
     form = {name: request.form.get(name, "") for name in FIELDS}
 
     def form_page(error=None, status=200, headers=None):
