@@ -337,3 +337,78 @@ def test_a_feed_run_killed_anywhere_stores_all_its_rows_or_none_and_the_next_run
     print(f"\nfeed kills ({engine.dialect.name}): a run takes {whole:.2f} s after the answer; "
           f"{outcomes['running']} killed mid-run (nothing stored), {outcomes['ok']} after "
           f"the commit (all {valid} rows)")  # fmt: skip
+
+
+# --- 5. a scheduler killed mid-run ---------------------------------------------------------
+
+# A scheduler whose feed schedules run sixty times faster (a feed "every 1m" is due every
+# second), its runs leasing for LEASE seconds: what takes minutes in production takes
+# seconds here, through the same code.
+QUICK_SCHEDULER = (
+    "import sys, tracker.feeds.run as run, tracker.feeds.schedule as schedule, "
+    "tracker.scheduler as scheduler; run.RUN_LEASE_SECONDS = float(sys.argv[1]); "
+    "real = schedule.every_interval; "
+    "schedule.every_interval = scheduler.every_interval = lambda every: real(every) / 60; "
+    "from tracker.cli import main; main(sys.argv[2:])"
+)
+SMALL_CSV = b"suburb,as_at,completed\nOPAWA,2014-03-31,10\nSt Albans,2014-03-31,20\n"
+
+
+def scheduler_process(settings, log: Path) -> subprocess.Popen:
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-c", QUICK_SCHEDULER, str(LEASE), "scheduler",
+             "--lease-seconds", "2"],
+            cwd=ROOT, env=tracker_env(settings), stdout=sink, stderr=sink,
+        )  # fmt: skip
+
+
+def test_a_scheduler_killed_mid_run_leaves_a_run_the_next_scheduler_closes_and_runs_again(
+    settings, loaded, tmp_path
+):
+    engine, _ = loaded
+    server = FeedServer()
+    # The first answer trickles (a slow source, about 7 s); later ones are quick.
+    server.add("/slow.csv", Answer(body=SMALL_CSV, trickle=0.1), Answer(body=SMALL_CSV))
+    with Session(engine) as session:
+        session.add(
+            Feed(id="slow", agency_id="eqc", url=server.url("/slow.csv"), format="csv",
+                 every="1m", timeout=20, measure_id="homes-repaired",
+                 fields={"place": "suburb", "date": "as_at", "value": "completed"},
+                 place_match="name")
+        )  # fmt: skip
+        session.commit()
+    log = tmp_path / "scheduler.log"
+    first = second = None
+    try:
+        first = scheduler_process(settings, log)
+        assert wait_until(lambda: server.count("/slow.csv") == 1, 30), log.read_text()[-2000:]
+        time.sleep(0.5)  # the run is reading its slow source
+        first.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        first.wait(10)
+        runs, _ = feed_state(engine)
+        assert [status for status, _, _ in runs.values()] == ["running"]
+        killed = max(runs)
+        second = scheduler_process(settings, log)
+        assert wait_until(lambda: "ok" in {r[0] for r in feed_state(engine)[0].values()}, 30), (
+            log.read_text()[-2000:]
+        )
+        recovered = time.monotonic() - killed_at
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(20) == 0, log.read_text()[-2000:]
+    finally:
+        for process in (first, second):
+            if process is not None:
+                end(process)
+        server.close()
+    runs, batches = feed_state(engine)
+    assert runs[killed] == ("failed", 0, "interrupted: its process stopped")
+    ok = [run for run, state in runs.items() if state[0] == "ok"]
+    assert ok and all(runs[run][1] == 2 for run in ok) and set(batches) == set(ok)
+    refused = [r for r in runs.values() if r[2] and r[2].startswith("another run")]
+    assert [r for r in runs.values() if r[0] == "running"] == []
+    assert_whole(engine)
+    print(f"\nscheduler kill ({engine.dialect.name}): the next scheduler's run succeeded "
+          f"{recovered:.1f} s after the kill ({len(refused)} slot(s) refused while the "
+          f"dead run's lease lasted)")  # fmt: skip
