@@ -193,6 +193,23 @@ def test_a_resident_form_reads_the_replica_and_posts_to_the_primary(clusters, ap
         resumed(replica)
 
 
+def test_a_cached_page_view_touches_neither_database(clusters, app):
+    """Deciding where to read connects to nothing: a page served from the cache (within
+    the stamp's second) checks out no connection from either pool."""
+    from sqlalchemy import event
+
+    client = app.test_client()
+    place_text(client)
+    checkouts = []
+    engines = [app.extensions["engine"], app.extensions["read_engine"]]
+    for engine in engines:
+        event.listen(engine, "checkout", lambda *_: checkouts.append(1))
+    start = time.monotonic()
+    place_text(client)
+    if time.monotonic() - start < 0.9:  # else the stamp was due to be read again
+        assert checkouts == []
+
+
 def test_readyz_and_metrics_report_the_lag(clusters, app):
     primary, replica, _, _, token = clusters
     client = app.test_client()
