@@ -132,6 +132,14 @@ def test_json_logs_carry_the_request_id_and_one_access_line_per_request(client, 
     assert access["time"].endswith("+00:00") and access["client"] == "127.0.0.1"
 
 
+def test_keys_in_addresses_stay_out_of_the_access_log(client, log_lines):
+    client.get("/me/s3cr3t-key-abc")  # a /me link: whoever reads the log could open it
+    client.get("/alerts/unsubscribe/12.deadbeefdeadbeef")
+    lines = [line for line in log_lines() if line["logger"] == "tracker.access"]
+    assert [line["path"] for line in lines] == ["/me/<key>", "/alerts/unsubscribe/<sent>"]
+    assert not any("s3cr3t" in line["message"] or "deadbeef" in line["message"] for line in lines)
+
+
 def test_a_log_line_written_inside_a_request_carries_its_id(app, log_lines):
     with app.test_request_context("/", headers={"X-Request-ID": "abc-123"}):
         app.preprocess_request()

@@ -12,7 +12,7 @@ from staff_helpers import csrf_token
 from tracker import create_app
 from tracker.errors import TrackerError
 from tracker.models import RateCounter
-from tracker.ratelimit import client_key, enforce, prune
+from tracker.ratelimit import client_key, client_of, enforce, prune
 
 NOW = datetime(2026, 12, 2, 10, 15, tzinfo=UTC)  # 15 minutes into an hour's window
 ADDRESS = "198.51.100.7"
@@ -86,6 +86,25 @@ def test_the_stored_client_is_a_keyed_hash_not_the_address(app):
         assert counter.client == client_key(ADDRESS)
     assert client_key(ADDRESS, secret="test-secret") == counter.client
     assert client_key(ADDRESS, secret="another secret") != counter.client
+
+
+@pytest.mark.parametrize(
+    ("address", "counted_as"),
+    [
+        ("198.51.100.7", "198.51.100.7"),
+        ("2001:db8:aa:bb:1:2:3:4", "2001:db8:aa:bb::/64"),
+        ("2001:db8:aa:bb:ffff::9", "2001:db8:aa:bb::/64"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_an_ipv6_client_counts_as_its_64_network(address, counted_as):
+    assert client_of(address) == counted_as
+
+
+def test_new_ipv6_addresses_in_one_64_share_one_limit(app):
+    clients = [client_of(f"2001:db8:aa:bb::{n:x}") for n in range(5)]
+    assert sum(hits(app, 1, client=c) for c in clients) == 3  # the limit of the whole /64
 
 
 def test_prune_drops_only_windows_older_than_a_day(app):

@@ -61,22 +61,39 @@ def _finish(response: Response) -> Response:
     metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
     metrics.LATENCY.labels(route).observe(took)
     response.headers[REQUEST_ID_HEADER] = g.request_id
+    path, full_path = _loggable_paths()
     access_log.info(
         "%s %s %s %.1f ms",
         request.method,
-        request.full_path.rstrip("?"),
+        full_path,
         response.status_code,
         took * 1000,
         extra={
             "client": request.remote_addr,
             "method": request.method,
-            "path": request.path,
+            "path": path,
             "route": route,
             "status": response.status_code,
             "duration_ms": round(took * 1000, 1),
         },
     )
     return response
+
+
+# URL parts that are themselves a key: a /me link opens (and deletes) a resident's data, an
+# alert link confirms or stops an alert. Logs get the route's placeholder instead.
+SECRET_URL_PARTS = frozenset({"key", "sent"})
+
+
+def _loggable_paths() -> tuple[str, str]:
+    """(path, path with query) for the log, with any key in the address masked."""
+    secret = SECRET_URL_PARTS & set(request.view_args or {})
+    if not secret:
+        return request.path, request.full_path.rstrip("?")
+    path = request.path
+    for name in secret:
+        path = path.replace(str(request.view_args[name]), f"<{name}>")
+    return path, path
 
 
 # --- logging ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ counted. Old windows are pruned on a small fraction of hits, or by `prune`.
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -33,9 +34,26 @@ def client_key(address: str, *, secret: str | None = None) -> str:
     return hmac.new(key.encode(), address.encode(), hashlib.sha256).hexdigest()
 
 
+IPV6_PREFIX = 64  # one home or phone gets a whole /64: counted as one client
+
+
 def request_client() -> str:
-    """The address the current request came from (a proxy-fix setting comes later)."""
-    return request.remote_addr or "unknown"
+    """Who the current request counts as: its IPv4 address, or its IPv6 /64 network (one
+    subscriber holds a whole /64 and could take a new address per request). The address is
+    the peer's, or the client's as the trusted proxies give it (TRACKER_PROXY_HOPS)."""
+    return client_of(request.remote_addr or "unknown")
+
+
+def client_of(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 client a.b.c.d
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False))
 
 
 def window_start(now: datetime, per_seconds: int) -> datetime:
