@@ -14,13 +14,16 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from fixtures.feeds.server import Answer, FeedServer
+from pg_cluster import free_port
 from sqlalchemy import event, func, select, text
 from sqlmodel import Session
 
@@ -412,3 +415,120 @@ def test_a_scheduler_killed_mid_run_leaves_a_run_the_next_scheduler_closes_and_r
     print(f"\nscheduler kill ({engine.dialect.name}): the next scheduler's run succeeded "
           f"{recovered:.1f} s after the kill ({len(refused)} slot(s) refused while the "
           f"dead run's lease lasted)")  # fmt: skip
+
+
+# --- 2. a web worker killed mid-batch ------------------------------------------------------
+
+WORKER_KILLS = 10
+POSTERS = 3
+BATCH_ROWS = 300  # 100 days of three places
+SLOTS = 18  # a poster's batches of 100 days before it revises its old keys again
+
+
+def workers_of(master: int) -> list[int]:
+    """The worker processes of a gunicorn master (its children)."""
+    found = []
+    for task in Path(f"/proc/{master}/task").iterdir():
+        found += [int(pid) for pid in (task / "children").read_text().split()]
+    return found
+
+
+def test_web_workers_killed_mid_batch_lose_no_acknowledged_batch_and_store_none_in_part(
+    settings, loaded, tmp_path
+):
+    engine, _ = loaded
+    token = token_for(engine)
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = tracker_env(settings) | {
+        "TRACKER_SECURE_COOKIES": "false",
+        "TRACKER_GUNICORN_BIND": f"127.0.0.1:{port}",
+        "TRACKER_GUNICORN_WORKERS": "2",
+        "TRACKER_GUNICORN_THREADS": "2",
+        "TRACKER_GUNICORN_GRACEFUL_TIMEOUT": "3",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"]
+    with log.open("wb") as sink:
+        master = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
+    base = f"http://127.0.0.1:{port}"
+    acknowledged: dict[str, int] = {}
+    failures = Counter()
+    stop = threading.Event()
+    replaced: list[float] = []
+
+    def poster(number: int) -> None:
+        batch = -1
+        while not stop.is_set():
+            batch += 1
+            key = f"p{number}-{batch}"
+            rows = observations((batch % SLOTS * POSTERS + number) * 100, BATCH_ROWS, batch * 1000)
+            deadline = time.monotonic() + 30
+            while not stop.is_set() and time.monotonic() < deadline:  # the same key
+                try:
+                    answer = requests.post(
+                        base + "/api/v1/observations",
+                        json={"observations": rows},
+                        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+                        timeout=(3, 20),
+                    )
+                except requests.RequestException as exc:
+                    failures[type(exc).__name__] += 1
+                    time.sleep(0.1)
+                    continue
+                if answer.status_code == 201:
+                    acknowledged[key] = answer.json()["batch"]
+                    break
+                failures[answer.status_code] += 1
+                time.sleep(0.1)
+
+    threads = [threading.Thread(target=poster, args=(n,), daemon=True) for n in range(POSTERS)]
+    try:
+        assert wait_until(lambda: _answers(base), 30), log.read_text()[-3000:]
+        assert wait_until(lambda: len(workers_of(master.pid)) == 2, 10)
+        for thread in threads:
+            thread.start()
+        rng = random.Random(7)
+        deadline = time.monotonic() + 60
+        for _ in range(WORKER_KILLS):
+            time.sleep(rng.uniform(0.2, 0.6))  # batches are being written
+            victims = workers_of(master.pid)
+            os.kill(rng.choice(victims), signal.SIGKILL)
+            killed = time.monotonic()
+            assert wait_until(
+                lambda v=set(victims): (
+                    len(set(workers_of(master.pid)) - v) == 1 and len(workers_of(master.pid)) == 2
+                ),
+                15,
+            ), log.read_text()[-3000:]
+            replaced.append(time.monotonic() - killed)
+            assert time.monotonic() < deadline
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(40)
+        master.terminate()
+        try:
+            master.wait(15)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait(5)
+    assert not any(thread.is_alive() for thread in threads)
+    with Session(engine) as session:
+        keys = Counter(k for k in session.scalars(select(Batch.idempotency_key)) if k)
+    assert acknowledged and all(keys[key] == 1 for key in acknowledged)
+    assert len(set(acknowledged.values())) == len(acknowledged)
+    assert max(keys.values()) == 1
+    assert_whole(engine)
+    assert not [code for code in failures if isinstance(code, int) and code != 503], failures
+    print(f"\nworker kills ({engine.dialect.name}): {len(acknowledged)} batches acknowledged, "
+          f"{sum(failures.values())} failed requests retried ({dict(failures)}), workers "
+          f"replaced in {min(replaced):.2f}-{max(replaced):.2f} s")  # fmt: skip
+
+
+def _answers(base: str) -> bool:
+    try:
+        return requests.get(base + "/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
