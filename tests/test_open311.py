@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from tracker import open311
+from tracker import create_app, open311
 from tracker.models import AuditEvent, Open311Key, Report, ReportCategory, utcnow
 
 V2 = "/open311/v2"
@@ -511,3 +511,22 @@ def test_the_tree_report_categories_are_the_services(settings, tmp_path):
         )
     finally:
         app.extensions["engine"].dispose()
+
+
+def test_a_read_only_database_is_a_503_array_with_retry_after(
+    app, settings, database_url, categories, key
+):
+    """As the site answers it (tracker.web.errors), in the spec's error body."""
+    if database_url.startswith("sqlite"):
+        read_only = f"sqlite:///file:{database_url.removeprefix('sqlite:///')}?mode=ro&uri=true"
+    else:
+        read_only = database_url + "?options=-c%20default_transaction_read_only%3Don"
+    frozen = create_app(settings.model_copy(update={"database_url": read_only}))
+    try:
+        refused = post(frozen.test_client(), key)
+        assert_error(refused, 503, "read-only")
+        assert int(refused.headers["Retry-After"]) > 0
+        assert frozen.test_client().get(f"{V2}/services.json").status_code == 200
+    finally:
+        frozen.extensions["engine"].dispose()
+    assert stored(app) == []

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlmodel import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
@@ -36,7 +36,7 @@ from tracker.mail import link
 from tracker.models import Agency, AuditEvent, Open311Key, Place, Report, ReportCategory, utcnow
 from tracker.places import resolve_street, search_streets
 from tracker.ratelimit import enforce
-from tracker.web.errors import BUSY, RETRY_AFTER_SECONDS
+from tracker.web.errors import database_failure, retry_after
 
 KEY_PREFIX = "o311_"
 NAME_MAX = 100  # Open311Key.name
@@ -571,13 +571,17 @@ def _refused(exc: TrackerError):
     return response
 
 
-@bp.errorhandler(OperationalError)
-def _busy(exc: OperationalError):
-    """SQLite's write lock held too long (as tracker.web.errors): 503, safe to retry."""
-    if "database is locked" not in str(exc.orig):
+@bp.errorhandler(DBAPIError)
+@bp.errorhandler(DisconnectionError)
+def _database(exc: DBAPIError | DisconnectionError):
+    """A database that is busy, unreachable, read-only or full, as tracker.web.errors
+    answers it (503 with Retry-After, or 507), in the spec's error array; else a 500."""
+    answer = database_failure(exc)
+    if answer is None:
         raise exc
-    response = _answer(error_body(503, BUSY), 503)
-    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    status, message = answer
+    response = _answer(error_body(status, message), status)
+    response.headers.update(retry_after(status, message))
     return response
 
 

@@ -125,11 +125,15 @@ def _database_error(exc: DBAPIError | DisconnectionError):
         body = jsonify({"error": message})
     else:
         body = render_template("errors/error.html", status=status, message=message)
-    headers = {}
-    if status == 503:
-        seconds = READ_ONLY_RETRY_AFTER_SECONDS if message == READ_ONLY else RETRY_AFTER_SECONDS
-        headers["Retry-After"] = str(seconds)
-    return body, status, headers
+    return body, status, retry_after(status, message)
+
+
+def retry_after(status: int, message: str) -> dict[str, str]:
+    """The Retry-After header for a database answer from database_failure (503 only)."""
+    if status != 503:
+        return {}
+    seconds = READ_ONLY_RETRY_AFTER_SECONDS if message == READ_ONLY else RETRY_AFTER_SECONDS
+    return {"Retry-After": str(seconds)}
 
 
 def _close_dead_sessions(_exc: BaseException | None) -> None:
