@@ -463,7 +463,8 @@ def test_a_work_of_a_retired_agency_takes_no_comment(app, client):
     with Session(app.extensions["engine"]) as session:
         session.get(Agency, "council").retired_at = datetime.now(UTC)
         session.commit()
-    assert client.get("/works/council/w1").status_code == 200  # its page stays
+    soup = page(client, "/works/council/w1")  # its page stays, with no link to the form
+    assert soup.select_one("#comments") and not soup.find("a", href=path)
     assert client.get(path).status_code == 404
     assert client.post(path, data={**GOOD, "csrf_token": token}).status_code == 404
     assert rows(app) == [] and mails(app) == []
