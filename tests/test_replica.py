@@ -56,8 +56,7 @@ def caught_up(primary: Cluster, replica: Cluster) -> None:
     replica.wait_until(lambda: replica.psql(check) == "t")
 
 
-@pytest.fixture
-def app(clusters, tmp_path):
+def make_app(clusters, tmp_path, **settings):
     _, _, primary_url, replica_url, _ = clusters
     settings = Settings(
         database_url=primary_url,
@@ -67,9 +66,16 @@ def app(clusters, tmp_path):
         secret_key="test-secret",
         map_tiles="",
         _env_file=None,
+        **settings,
     )
     app = create_app(settings)
     app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def app(clusters, tmp_path):
+    app = make_app(clusters, tmp_path)
     yield app
     app.extensions["engine"].dispose()
     app.extensions["read_engine"].dispose()
@@ -231,6 +237,28 @@ def test_readyz_and_metrics_report_the_lag(clusters, app):
         resumed(replica)
     caught_up(primary, replica)
     assert client.get("/readyz").get_json()["replica"]["lag_seconds"] == 0.0
+
+
+def test_a_replica_too_far_behind_sends_reads_to_the_primary(clusters, tmp_path):
+    primary, replica, _, _, token = clusters
+    app = make_app(clusters, tmp_path, read_max_lag_seconds=0.3)
+    client = app.test_client()
+    caught_up(primary, replica)
+    assert client.get("/readyz").get_json()["replica"]["reads"] == "replica"
+    paused(replica)
+    try:
+        submit(client, token, 4567)
+        # Within a second or so (the lag is asked once a second) reads go to the primary.
+        seconds = until(lambda: repaired(client) == 4567)
+        assert seconds < 3
+        assert client.get("/readyz").get_json()["replica"]["reads"] == "primary"
+    finally:
+        resumed(replica)
+    caught_up(primary, replica)
+    body = client.get("/readyz").get_json()
+    assert body["replica"] == {"ok": True, "lag_seconds": 0.0, "reads": "replica"}
+    app.extensions["engine"].dispose()
+    app.extensions["read_engine"].dispose()
 
 
 def test_a_stopped_replica_sends_reads_to_the_primary(clusters, app):

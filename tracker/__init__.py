@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         SETTINGS=settings,
         DATABASE_URL=settings.resolved_database_url(),
         READ_DATABASE_URL=settings.read_database_url,  # a replica for public reads, or None
+        READ_MAX_LAG_SECONDS=settings.read_max_lag_seconds,
         SECRET_KEY=settings.resolved_secret_key(),
         SECRET_KEY_FALLBACKS=settings.fallback_keys(),  # sessions signed before a rotation
         MAX_CONTENT_LENGTH=int(settings.max_upload_mb * 1024 * 1024),

@@ -6,7 +6,9 @@ anonymous GET of a public page or of the read API reads the replica; anything th
 writes (every POST, PUT, PATCH, DELETE and every `transaction()`), anyone signed in or
 sending a token, the staff and residents' own pages (PRIMARY_PATHS), the CLI and the
 scheduler use the primary. A replica that cannot be reached is left alone for
-REPLICA_RETRY_SECONDS and its reads go to the primary meanwhile (docs/operations.md).
+REPLICA_RETRY_SECONDS and its reads go to the primary meanwhile; so do they while it is
+more than TRACKER_READ_MAX_LAG_SECONDS behind (asked once every LAG_CHECK_SECONDS per
+worker). See docs/operations.md.
 """
 
 import logging
@@ -27,6 +29,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for SQLite's one write lock
 REPLICA_CONNECT_TIMEOUT_SECONDS = 2  # a replica host that does not answer fails this fast
 REPLICA_RETRY_SECONDS = 10  # after a failure, reads go to the primary this long
+LAG_CHECK_SECONDS = 1.0  # how often a worker asks the replica how far behind it is
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Pages that read the primary even for an anonymous GET: staff pages and sign-in, and a
 # resident's own pages reached by a mailed link (their alert, their data), which must
@@ -113,6 +116,7 @@ def init_app(app: Flask) -> None:
     if app.config.get("READ_DATABASE_URL"):
         app.extensions["read_engine"] = make_engine(app.config["READ_DATABASE_URL"], replica=True)
         app.extensions["replica_down_until"] = [0.0]  # time.monotonic(); a list: shared
+        app.extensions["replica_lag"] = {"at": float("-inf"), "lag": None}  # the last asked
     app.teardown_appcontext(_close_session)
 
 
@@ -174,12 +178,28 @@ def _replica_session() -> Session | None:
         return None
     session = Session(get_read_engine(), expire_on_commit=False)
     try:
-        session.connection()  # fail here, before the page has read half its data
+        connection = session.connection()  # fail here, before the page has read half its data
+        memo = current_app.extensions["replica_lag"]
+        if _max_lag() and time.monotonic() - memo["at"] > LAG_CHECK_SECONDS:
+            memo.update(lag=_lag(connection), at=time.monotonic())
     except DBAPIError as exc:
         session.close()
         replica_failed(exc)
         return None
+    if _too_far_behind():
+        session.close()
+        return None
     return session
+
+
+def _max_lag() -> float:
+    return current_app.config.get("READ_MAX_LAG_SECONDS") or 0.0
+
+
+def _too_far_behind() -> bool:
+    """Whether the replica's lag, as last asked, is over TRACKER_READ_MAX_LAG_SECONDS."""
+    lag = current_app.extensions["replica_lag"]["lag"]
+    return bool(_max_lag()) and lag is not None and lag > _max_lag()
 
 
 def replica_failed(exc: BaseException) -> None:
@@ -191,8 +211,15 @@ def replica_failed(exc: BaseException) -> None:
 
 
 def replica_serving() -> bool:
-    """Whether this worker currently sends reads to the replica (False after a failure)."""
-    return time.monotonic() >= current_app.extensions["replica_down_until"][0]
+    """Whether this worker currently sends reads to the replica (not after a failure, nor
+    while it was last found too far behind)."""
+    down = time.monotonic() < current_app.extensions["replica_down_until"][0]
+    return not down and not _too_far_behind()
+
+
+def replica_lag_seen(lag: float | None) -> None:
+    """Keep a lag just measured (by /readyz) as this worker's latest."""
+    current_app.extensions["replica_lag"].update(lag=lag, at=time.monotonic())
 
 
 # Seconds the replica is behind: 0 when it has replayed all it received (on an idle
@@ -208,10 +235,14 @@ def replica_lag(engine: Engine) -> float | None:
     """How far `engine`'s server is behind its primary, in seconds (None: unknown, as
     before its first replayed commit; SQLite: always 0). Raises when it cannot be reached."""
     with engine.connect() as connection:
-        if connection.dialect.name != "postgresql":
-            connection.execute(text("SELECT 1"))
-            return 0.0
-        lag = connection.execute(_REPLICA_LAG).scalar()
+        return _lag(connection)
+
+
+def _lag(connection: Connection) -> float | None:
+    if connection.dialect.name != "postgresql":
+        connection.execute(text("SELECT 1"))
+        return 0.0
+    lag = connection.execute(_REPLICA_LAG).scalar()
     return None if lag is None else max(0.0, float(lag))
 
 

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
         "(PostgreSQL). Anonymous GETs of public pages and the read API read it; writes, "
         "staff, the scheduler and the CLI use the primary. Default: none (all on one).",
     )
+    read_max_lag_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="While the replica is further behind than this, its reads go to the "
+        "primary (each worker asks it once a second). 0: use it however far behind.",
+    )
     tree: Path = Field(
         default=Path("results_tree.yaml"),
         description="Path of the results tree (results, outputs, measures, places, agencies).",

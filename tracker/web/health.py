@@ -23,7 +23,15 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from tracker import metrics
-from tracker.db import MIGRATIONS, get_engine, get_read_engine, replica_failed, replica_lag
+from tracker.db import (
+    MIGRATIONS,
+    get_engine,
+    get_read_engine,
+    replica_failed,
+    replica_lag,
+    replica_lag_seen,
+    replica_serving,
+)
 from tracker.models import utcnow
 
 bp = Blueprint("health", __name__)
@@ -88,8 +96,10 @@ def _replica() -> dict:
         return {"ok": False, "lag_seconds": None, "error": type(exc).__name__,
                 "reads": "primary"}  # fmt: skip
     down_until[0] = 0.0  # it answers: use it again straight away
+    replica_lag_seen(lag)
     lag = None if lag is None else round(lag, 3)
-    return {"ok": True, "lag_seconds": lag, "reads": "replica"}
+    reads = "replica" if replica_serving() else "primary"  # primary: too far behind
+    return {"ok": True, "lag_seconds": lag, "reads": reads}
 
 
 def _scheduler(lease) -> dict:
