@@ -5,7 +5,9 @@ inside the city, or a street whose midpoint stands for it), and describes the pr
 The report is routed to the category's agency: its staff get a mail (with no resident's
 address in it: they answer on the tracker), the reporter an acknowledgement with a link
 to the report and the "your data" link. The agency then closes or reopens it with notes,
-and the reporter is mailed each update.
+and the reporter is mailed each update. Its agency or an official can hide a report whose
+text should not be public (hide_report, with a reason in the audit trail): searches, counts
+and get_report leave hidden ones out unless asked for them (`hidden=True`).
 
 Every refusal is a TrackerError whose `field` names the input it is about, with the
 keyword names of submit_report (`category_code`, `description`, `name`, `email`, `lon`,

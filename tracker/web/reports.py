@@ -1,5 +1,6 @@
 """Reporting a problem (`/report`), the reports' public pages (`/reports`, `/reports/ID`)
-and the agency's tab (`/agency/reports`). Every write goes through tracker.reports.
+and the agency's tab (`/agency/reports`: status, notes, hiding and showing again). Every
+write goes through tracker.reports; hidden reports are on no public page.
 
 `/report` works without JavaScript, in two steps of plain forms:
 1. where: a GET form searching streets by name (the matches come back as radio buttons)
