@@ -115,6 +115,7 @@ def test_a_restart_of_the_database_gives_clean_503s_and_the_site_recovers_by_its
             ask("page", "GET", "/feeds")
             ask("read", "GET", "/api/v1/measures/homes-repaired/series")
             ask("ready", "GET", "/readyz")
+            ask("health", "GET", "/healthz")
             time.sleep(0.05)
 
     def writer(number: int) -> None:
@@ -167,6 +168,7 @@ def test_a_restart_of_the_database_gives_clean_503s_and_the_site_recovers_by_its
         assert answer.retry_after and int(answer.retry_after) > 0
         json_answer = answer.kind in ("read", "write", "ready")
         assert ("application/json" in answer.content_type) == json_answer, answer
+    assert {a.status for a in answers if a.kind == "health"} == {200}  # no worker restarted
     down = [a for a in answers if stopped < a.at and a.at + a.seconds < starting]
     down = [a for a in down if a.kind == "ready"]
     assert down and all(a.status == 503 for a in down)
@@ -174,7 +176,7 @@ def test_a_restart_of_the_database_gives_clean_503s_and_the_site_recovers_by_its
     back = min(a.at + a.seconds for a in answers if a.at > started and a.status < 300)
     after = [a for a in answers if a.at > back + 0.5]
     assert after and Counter(a.status for a in after) <= Counter({200: 10**6, 201: 10**6})
-    assert {a.kind for a in after} == {"page", "read", "write", "ready"}
+    assert {a.kind for a in after} == {"page", "read", "write", "ready", "health"}
     # Every acknowledged batch exactly once, whole; every key stored once.
     with Session(engine) as session:
         keys = Counter(session.scalars(select(Batch.idempotency_key)).all())
