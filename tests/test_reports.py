@@ -603,6 +603,9 @@ def test_an_official_hides_any_report_on_admin(app, client, staff):
     for data, status, message in refused:
         response = official.post("/admin/reports/hide", data={"csrf_token": token, **data})
         assert response.status_code == status and message in response.get_data(as_text=True)
+    no_token = {"report": str(report.id), "reason": "Abuse."}
+    assert official.post("/admin/reports/hide", data=no_token).status_code == 400
+    assert official.post("/admin/reports/999/unhide", data={"csrf_token": token}).status_code == 404
     assert rows(app, Report)[0].status == "open"
     response = official.post("/admin/reports/hide", data={
         "csrf_token": token, "report": str(report.id), "reason": "Abusive."})  # fmt: skip
