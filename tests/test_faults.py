@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,11 +21,20 @@ from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 from fixtures.feeds.server import Answer, FeedServer
 from pg_cluster import free_port
 from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlmodel import Session
 
 from tracker import create_app
@@ -33,7 +43,7 @@ from tracker.db import make_engine
 from tracker.feeds import run_lease_name
 from tracker.leases import live_lease
 from tracker.models import Batch, Feed, FeedRun, every_revision
-from tracker.web.errors import FULL, READ_ONLY
+from tracker.web.errors import FULL, READ_ONLY, database_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_DAY = date(2012, 1, 1)
@@ -530,3 +540,40 @@ def _answers(base: str) -> bool:
         return requests.get(base + "/healthz", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+# --- the handler's verdicts ------------------------------------------------------------------
+
+
+def _wrapped(kind, orig: Exception, invalidated: bool = False):
+    return kind("SELECT 1", {}, orig, connection_invalidated=invalidated)
+
+
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (_wrapped(OperationalError, sqlite3.OperationalError("database is locked")), 503),
+        (_wrapped(OperationalError, sqlite3.OperationalError("database or disk is full")), 507),
+        (
+            _wrapped(
+                OperationalError, sqlite3.OperationalError("attempt to write a readonly database")
+            ),
+            503,
+        ),
+        (_wrapped(OperationalError, psycopg.errors.AdminShutdown("terminating connection")), 503),
+        (_wrapped(OperationalError, psycopg.errors.CannotConnectNow("starting up")), 503),
+        (_wrapped(OperationalError, psycopg.OperationalError("connection refused")), 503),
+        (_wrapped(OperationalError, psycopg.errors.DiskFull("could not extend file")), 507),
+        (_wrapped(InternalError, psycopg.errors.ReadOnlySqlTransaction("read-only")), 503),
+        (_wrapped(DBAPIError, Exception("anything"), invalidated=True), 503),
+        (DisconnectionError("gone"), 503),
+        # Everything else is a bug or a bad query: a 500, in the log with its traceback.
+        (_wrapped(OperationalError, sqlite3.OperationalError("no such table: x")), None),
+        (_wrapped(ProgrammingError, psycopg.errors.UndefinedTable("no such table")), None),
+        (_wrapped(IntegrityError, psycopg.errors.UniqueViolation("duplicate key")), None),
+        (_wrapped(InternalError, psycopg.errors.InFailedSqlTransaction("aborted")), None),
+    ],
+)
+def test_database_failures_a_client_can_wait_out_or_report_are_told_apart(error, status):
+    verdict = database_failure(error)
+    assert (verdict[0] if verdict else None) == status
