@@ -64,7 +64,8 @@ def test_readyz_is_ok_on_a_current_schema_and_reports_no_scheduler(client):
 def test_readyz_reports_the_scheduler_s_lease(app, client):
     assert take_lease(app.extensions["engine"], LEASE_NAME, "host-a:42", 60)
     scheduler = client.get("/readyz").get_json()["scheduler"]
-    assert scheduler["ok"] is True and scheduler["holder"] == "host-a:42"
+    assert scheduler["ok"] is True
+    assert "host-a" not in str(scheduler)  # which host runs it is for the operator's logs
     assert 55 < scheduler["lease_seconds_left"] <= 60
 
 

@@ -103,12 +103,12 @@ def _replica() -> dict:
 
 
 def _scheduler(lease) -> dict:
-    """Who holds the scheduler's lease and for how long yet; ok is False when none does."""
+    """Whether a scheduler holds its lease, and for how long yet (not which host: this
+    answer is public)."""
     if lease is None:
-        return {"ok": False, "holder": None, "lease_expires_at": None}
+        return {"ok": False, "lease_expires_at": None}
     return {
         "ok": True,
-        "holder": lease.holder,
         "lease_expires_at": _utc(lease.expires_at),
         "lease_seconds_left": round((lease.expires_at - utcnow()).total_seconds(), 1),
     }
