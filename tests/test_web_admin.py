@@ -224,3 +224,15 @@ def test_agency_staff_get_403_and_anonymous_visitors_sign_in(app, client, page):
     assert client.get(page).status_code == 403
     assert _post(client, "/admin/tokens", {"agency": "eqc"}).status_code == 403
     assert _rows(app, ApiToken) == []
+
+
+@pytest.mark.parametrize("path", ["/admin", "/admin/audit", "/admin/comments", "/admin/reports"])
+def test_every_admin_page_has_the_same_tabs_with_itself_current(app, client, path):
+    from bs4 import BeautifulSoup
+
+    _official(app, client)
+    soup = BeautifulSoup(client.get(path).get_data(as_text=True), "html.parser")
+    tabs = soup.select("nav.tabs[aria-label='Admin pages'] a")
+    assert [a["href"] for a in tabs] == ["/admin", "/admin/audit", "/admin/comments",
+                                         "/admin/reports"]  # fmt: skip
+    assert [a["href"] for a in tabs if a.get("aria-current") == "page"] == [path]
