@@ -247,10 +247,23 @@ def _lag(connection: Connection) -> float | None:
 
 
 def _close_session(_exc: BaseException | None) -> None:
+    """Close the request's sessions, tolerating a dead link.
+
+    A server restart terminates the sessions under way: a request that had already made
+    its answer (a page read in full) then fails only on the ROLLBACK that ends its
+    session, which has nothing to undo. Raised here, that would turn the good answer into
+    a bare 500; it is logged instead and the session's connections discarded.
+    """
     for key in ("db_session", "db_primary"):
         session = g.pop(key, None)
-        if session is not None:
+        if session is None:
+            continue
+        try:
             session.close()
+        except DBAPIError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            log.warning("database session closed on a dead link: %s", first)
+            session.invalidate()
 
 
 @contextmanager

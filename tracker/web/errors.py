@@ -4,9 +4,8 @@ them), an HTML page elsewhere. Database failures that pass or that the operator 
 
 import logging
 
-from flask import Flask, g, jsonify, render_template, request
+from flask import Flask, jsonify, render_template, request
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
-from sqlmodel import Session
 from werkzeug.exceptions import HTTPException
 
 from tracker.errors import TrackerError
@@ -19,7 +18,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(DisconnectionError, _database_error)
-    app.teardown_request(_close_dead_sessions)
 
 
 def _wants_json() -> bool:
@@ -134,24 +132,6 @@ def retry_after(status: int, message: str) -> dict[str, str]:
         return {}
     seconds = READ_ONLY_RETRY_AFTER_SECONDS if message == READ_ONLY else RETRY_AFTER_SECONDS
     return {"Retry-After": str(seconds)}
-
-
-def _close_dead_sessions(_exc: BaseException | None) -> None:
-    """Close the request's sessions before tracker.db does, tolerating a dead link.
-
-    A server restart terminates the sessions under way: a request that had already made
-    its answer (a page read in full) then fails only on the ROLLBACK that ends its
-    session, which has nothing to undo, and the broken link is already dropped from the
-    pool. Raised from a teardown that would turn the good answer into a bare 500; here it
-    is logged instead, and the session's connections discarded. (Request teardowns run
-    before tracker.db's app-context teardown, which then finds the sessions closed.)
-    """
-    for session in [value for value in vars(g).values() if isinstance(value, Session)]:
-        try:
-            session.close()
-        except DBAPIError as exc:
-            log.warning("database session closed on a dead link: %s", _first_line(exc))
-            session.invalidate()
 
 
 def _first_line(exc: Exception) -> str:
