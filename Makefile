@@ -40,7 +40,8 @@ test: install axe  ## install, lint, run every test (SQLite and PostgreSQL, and 
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@# One worker per core; the browser tests share one worker (one demo city, one Chromium).
-	$(BIN)/pytest -n auto --dist loadgroup
+	@# The slowest tests are listed at the end, to keep the whole run well under 15 minutes.
+	$(BIN)/pytest -n auto --dist loadgroup --durations=25
 
 lint: install
 	$(BIN)/ruff check .
