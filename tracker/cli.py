@@ -247,13 +247,18 @@ def agency_tokens(agency_id: str) -> None:
     if not tokens:
         click.echo(f"No tokens for {agency_id}.")
         return
-    click.echo(f"{'ID':>5}  {'CREATED':16}  {'LAST USED':16}  {'REVOKED':16}  LABEL")
-    for t in tokens:
+    _echo_credentials(tokens, "LABEL", lambda t: t.label)
+
+
+def _echo_credentials(rows, last: str, label: Callable) -> None:
+    """Agency tokens or Open311 keys as a table: id, created, last used, revoked, label."""
+    click.echo(f"{'ID':>5}  {'CREATED':16}  {'LAST USED':16}  {'REVOKED':16}  {last}")
+    for row in rows:
         times = "  ".join(
             f"{_minute(moment) or '-':16}"
-            for moment in (t.created_at, t.last_used_at, t.revoked_at)
+            for moment in (row.created_at, row.last_used_at, row.revoked_at)
         )
-        click.echo(f"{t.id:>5}  {times}  {t.label}")
+        click.echo(f"{row.id:>5}  {times}  {label(row)}")
 
 
 @agency.command("revoke")
@@ -295,13 +300,7 @@ def open311_keys() -> None:
     if not keys:
         click.echo("No Open311 api_keys.")
         return
-    click.echo(f"{'ID':>5}  {'CREATED':16}  {'LAST USED':16}  {'REVOKED':16}  NAME")
-    for k in keys:
-        times = "  ".join(
-            f"{_minute(moment) or '-':16}"
-            for moment in (k.created_at, k.last_used_at, k.revoked_at)
-        )
-        click.echo(f"{k.id:>5}  {times}  {k.name}")
+    _echo_credentials(keys, "NAME", lambda k: k.name)
 
 
 @open311.command("revoke")
