@@ -83,7 +83,9 @@ def test_every_neighbourhood_row_equals_the_api(app, client):
 def test_figures_on_a_past_day_equal_the_api_on_that_day(app, client, day):
     homes(app)
     soup = page(client, f"/results/housing?date={day}&sort=progress")
-    assert f"Showing figures for {date.fromisoformat(day).strftime('%-d %b %Y')}" in text(soup)
+    shown = date.fromisoformat(day).strftime("%-d %b %Y")
+    assert f"Showing figures for {shown}" in text(soup)
+    assert "by today" not in text(soup) and f"expected to be by {shown}" in text(soup)
     for row in rows_of(soup):
         node = api_node(client, place_of(row), "housing", f"&date={day}")
         shown = row.select_one(".status")["class"][1].removeprefix("status-")
