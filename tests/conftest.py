@@ -23,6 +23,11 @@ from tracker import create_app
 from tracker.db import make_engine, migrate
 from tracker.settings import Settings
 
+# Tests read a page right after a write and expect to see it, so kept pages are never
+# served out of date here (servers the tests start inherit this); tests/test_page_cache.py
+# covers the default allowance, which a test asks for by setting page_stale_seconds.
+os.environ["TRACKER_PAGE_STALE_SECONDS"] = "0"
+
 
 @pytest.fixture(scope="session")
 def postgres_database():
@@ -115,6 +120,8 @@ def app(settings, loaded):
     app = create_app(settings)
     app.config["TESTING"] = True
     yield app
+    # A page rebuilding in the background (tests/test_page_cache.py) ends before its database.
+    assert app.extensions["page_rebuilder"].wait(30), "a page rebuild did not end"
     app.extensions["engine"].dispose()
 
 

@@ -48,6 +48,13 @@ CACHE_LOOKUPS = Counter(
     "Roll-up cache lookups by cache and result (hit or miss).",
     ["cache", "result"],
 )
+PAGE_LOOKUPS = Counter(
+    "tracker_page_cache_lookups",
+    "Anonymous public page views by how they were answered: fresh (a kept page, up to "
+    "date), stale (a kept page out of date by less than TRACKER_PAGE_STALE_SECONDS, "
+    "rebuilt in the background) or built (in the request).",
+    ["result"],
+)
 
 
 class DatabaseCollector(Collector):

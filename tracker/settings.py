@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     )
 
     # --- running in production (issue 13) ---
+    page_stale_seconds: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="How long after a write a public page may still be served as it was, "
+        "while it is rebuilt in the background (the page says when its figures arrived). "
+        "0 builds every out-of-date page in the request. Signed-in staff and the API "
+        "always see the data as it is.",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="`text` (one readable line per event) or `json` (one JSON object per "

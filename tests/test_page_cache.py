@@ -1,0 +1,280 @@
+"""Kept public pages after a write (tracker/web/page_cache.py): served as they were for up
+to TRACKER_PAGE_STALE_SECONDS while one background thread rebuilds them, then new.
+
+The other test modules run with the allowance at 0 (tests/conftest.py): these set it."""
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from flask import request
+from page_helpers import map_scripts, page, store
+from prometheus_client.parser import text_string_to_metric_families
+from smtp_helpers import free_port
+from sqlmodel import Session, select
+from staff_helpers import add_user, sign_in
+
+from tracker.web import page_cache
+
+ROOT = Path(__file__).parent.parent
+
+
+def work(ref: str) -> dict:
+    return {
+        "id": ref,
+        "title": f"Work {ref}",
+        "status": "planned",
+        "geometry": {"type": "Point", "coordinates": [172.605, -43.535]},
+    }
+
+
+@pytest.fixture
+def allowance(app, client):
+    """The default allowance, as a deployment has it, after the first view has warmed the
+    worker's pages."""
+    app.config["SETTINGS"].page_stale_seconds = 30
+    assert client.get("/").status_code == 200
+    assert app.extensions["page_rebuilder"].wait(60)
+    return app
+
+
+def test_the_first_view_builds_the_city_result_measure_and_place_pages_ahead(app, client):
+    from tracker.models import Node, Place
+
+    app.config["SETTINGS"].page_stale_seconds = 30
+    client.get("/streets/not-a-street")  # any public page starts it, even a 404
+    assert app.extensions["page_rebuilder"].wait(60)
+    kept = {key[0] for key in app.extensions["page_cache"]._entries}
+    with Session(app.extensions["engine"]) as session:
+        places = session.scalars(select(Place.id).where(Place.level != "city")).all()
+        nodes = session.execute(select(Node.kind, Node.id).where(Node.kind != "output")).all()
+    expected = {"/", *(f"/places/{p}" for p in places), *(f"/{k}s/{n}" for k, n in nodes)}
+    assert len(expected) > 10
+    assert kept == expected
+    before = lookups_here()
+    assert client.get(f"/places/{places[0]}").status_code == 200
+    assert lookups_here()["fresh"] == before.get("fresh", 0) + 1  # kept: no build
+
+
+def test_without_an_allowance_nothing_is_built_ahead(app, client):
+    client.get("/")
+    assert app.extensions["page_rebuilder"].wait(1)
+    assert {key[0] for key in app.extensions["page_cache"]._entries} == {"/"}
+
+
+def lookups_here() -> dict[str, float]:
+    from prometheus_client import REGISTRY
+
+    return {
+        s.labels["result"]: s.value
+        for family in REGISTRY.collect()
+        for s in family.samples
+        if s.name == "tracker_page_cache_lookups_total"
+    }
+
+
+def wait_for_change(client, url: str, old: bytes, seconds: float = 20) -> bytes:
+    """The page's HTML once it differs from `old` (the background rebuild landed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        body = client.get(url).get_data()
+        if body != old:
+            return body
+        assert time.monotonic() < deadline, f"{url} was never rebuilt"
+        time.sleep(0.05)
+
+
+def test_a_page_out_of_date_is_served_as_it_was_while_it_is_rebuilt(allowance, client):
+    before = page(client, "/")
+    old_html = client.get("/").get_data()
+    store(allowance, "council", works=[work("new")])
+    stale = client.get("/")
+    assert stale.status_code == 200
+    assert stale.get_data() == old_html  # at once, no rebuild in the request
+    # Its map is the one it was built with, still kept by its address.
+    assert all("Work new" not in script for script in map_scripts(before))
+    new_html = wait_for_change(client, "/", old_html)
+    assert new_html != old_html
+    assert any("Work new" in script for script in map_scripts(page(client, "/")))
+
+
+def test_signed_in_staff_see_a_write_at_once(allowance, client):
+    add_user(allowance, "official@example.org", role="official", agency_id=None)
+    anonymous = allowance.test_client()
+    sign_in(client, "official@example.org")  # an audit event: the kept pages are rebuilt
+    anonymous.get("/")
+    assert allowance.extensions["page_rebuilder"].wait(30)
+    old_html = anonymous.get("/").get_data()
+    store(allowance, "council", works=[work("new")])
+    assert any("Work new" in s for s in map_scripts(page(client, "/")))
+    assert anonymous.get("/").get_data() == old_html  # residents: the kept page, for now
+
+
+def test_a_page_further_behind_than_the_allowance_is_built_in_the_request(allowance, client):
+    old_html = client.get("/").get_data()
+    store(allowance, "council", works=[work("new")])
+    allowance.config["SETTINGS"].page_stale_seconds = 0.2
+    time.sleep(0.3)
+    assert client.get("/").get_data() != old_html
+    assert any("Work new" in s for s in map_scripts(page(client, "/")))
+
+
+def test_after_an_idle_spell_the_first_view_is_up_to_date(allowance, client):
+    """A write the process did not see happen (it read no stamp for an hour) may be an
+    hour old: the page is built in the request, not served out of date."""
+    old_html = client.get("/").get_data()
+    for memo in allowance.extensions["stamp_memo"].values():
+        memo["at"] -= 3600  # the last stamp reading, an hour ago
+    raw = allowance.extensions["engine"].raw_connection()  # another process's write
+    try:
+        raw.cursor().execute(
+            "INSERT INTO batch (agency_id, channel, received_at, accepted, revised, unchanged)"
+            " VALUES ('eqc', 'api', '2026-01-01 00:00:00', 0, 0, 0)"
+        )
+        raw.commit()
+    finally:
+        raw.close()
+    assert client.get("/").get_data() != old_html
+
+
+def test_many_views_of_an_out_of_date_page_queue_one_rebuild(allowance, client, monkeypatch):
+    client.get("/")
+    release, builds = threading.Event(), []
+    original = page_cache._build
+
+    def slow_build(view, kwargs):
+        if threading.current_thread().name == "page-rebuilder":
+            builds.append(request.path)
+            release.wait(10)
+        return original(view, kwargs)
+
+    monkeypatch.setattr(page_cache, "_build", slow_build)
+    old_html = client.get("/").get_data()
+    store(allowance, "council", works=[work("new")])
+    answers = [client.get("/").get_data() for _ in range(20)]
+    assert answers == [old_html] * 20
+    release.set()
+    wait_for_change(client, "/", old_html)
+    assert builds == ["/"]
+
+
+def test_a_failed_rebuild_keeps_the_old_page_and_is_logged(allowance, client, monkeypatch, caplog):
+    old_html = client.get("/").get_data()
+
+    def broken(view, kwargs):
+        if threading.current_thread().name == "page-rebuilder":
+            raise RuntimeError("the map would not draw")
+        return original(view, kwargs)
+
+    original = page_cache._build
+    monkeypatch.setattr(page_cache, "_build", broken)
+    store(allowance, "council", works=[work("new")])
+    with caplog.at_level(logging.ERROR, logger="tracker.web.page_cache"):
+        assert client.get("/").get_data() == old_html
+        deadline = time.monotonic() + 10
+        while not any("rebuilding the page / failed" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the failure was not logged"
+            time.sleep(0.05)
+    assert client.get("/").get_data() == old_html  # still served, another rebuild queued
+
+
+def test_a_page_gone_after_a_write_stops_being_served_once_behind_the_allowance(
+    allowance, client, monkeypatch
+):
+    """A rebuild that meets a 404 (say a place dropped by `tracker init`) keeps nothing;
+    the request answers for itself once the kept page is too far behind."""
+    from flask import abort
+
+    assert client.get("/places/opawa").status_code == 200
+    rebuilt = threading.Event()
+
+    def gone(view, kwargs):
+        if threading.current_thread().name == "page-rebuilder":
+            rebuilt.set()
+        abort(404)
+
+    monkeypatch.setattr(page_cache, "_build", gone)
+    store(allowance, "council", works=[work("new")])
+    assert client.get("/places/opawa").status_code == 200  # as it was
+    assert rebuilt.wait(10)
+    allowance.config["SETTINGS"].page_stale_seconds = 0
+    assert client.get("/places/opawa").status_code == 404
+
+
+def lookups(body: str) -> dict[str, float]:
+    return {
+        s.labels["result"]: s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.name == "tracker_page_cache_lookups_total"
+    }
+
+
+def test_under_gunicorn_each_worker_rebuilds_in_the_background(settings, loaded, tmp_path):
+    """Two forked workers, the default allowance: after another process's write, views are
+    answered at once (some out of date) and the new page arrives within seconds."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRACKER_DATABASE_URL": settings.database_url,
+        "TRACKER_TREE": str(settings.tree),
+        "TRACKER_INSTANCE_PATH": str(settings.instance_path),
+        "TRACKER_SECRET_KEY": "test-secret",
+        "TRACKER_MAP_TILES": "",
+        "TRACKER_PAGE_STALE_SECONDS": "30",
+        "TRACKER_GUNICORN_BIND": f"127.0.0.1:{port}",
+        "TRACKER_GUNICORN_WORKERS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    log = tmp_path / "gunicorn.log"
+    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
+    base = f"http://127.0.0.1:{port}"
+
+    def view(_=None) -> bytes:
+        # A new connection each time, so both workers answer.
+        response = requests.get(base + "/", timeout=20, headers={"Connection": "close"})
+        assert response.status_code == 200
+        return response.content
+
+    try:
+        deadline = time.monotonic() + 30
+        while log.read_text().count("Booting worker") < 2 or not _up(base):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        with ThreadPoolExecutor(4) as pool:
+            kept = set(pool.map(view, range(40)))  # both workers keep the page
+        assert len(kept) == 1
+        store_app = type("App", (), {"extensions": {"engine": loaded[0]}})
+        store(store_app, "council", works=[work("new")])
+        started, seen_new = time.monotonic(), None
+        while seen_new is None:
+            with ThreadPoolExecutor(4) as pool:
+                bodies = list(pool.map(view, range(8)))
+            if all(body not in kept for body in bodies):
+                seen_new = time.monotonic() - started
+            assert time.monotonic() - started < 20, "the workers never rebuilt the page"
+            time.sleep(0.1)
+        counted = lookups(requests.get(base + "/metrics", timeout=10).text)
+        assert counted.get("stale", 0) >= 1, counted  # served as it was meanwhile
+        assert counted.get("fresh", 0) >= 30, counted
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert "rebuilding the page" not in log.read_text()
+
+
+def _up(base: str) -> bool:
+    try:
+        return requests.get(base + "/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
