@@ -294,14 +294,14 @@ class Rebuilder:
                     return
                 path, query_string, url_root = self._jobs.popleft()
             try:
-                self._build(path, query_string, url_root)
+                self._visit(path, query_string, url_root)
             except Exception:
                 logger.exception("rebuilding the page %s failed", path)
             finally:
                 with self._lock:
                     self._queued.discard((path, query_string))
 
-    def _build(self, path: str, query_string: bytes, url_root: str) -> None:
+    def _visit(self, path: str, query_string: bytes, url_root: str) -> None:
         # The address as a new anonymous visitor asks it: no cookie, no account. The view
         # (public_page) sees `page_rebuild`, builds unless its page is current, and keeps it.
         with self.app.test_request_context(path, base_url=url_root, query_string=query_string):
