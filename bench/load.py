@@ -12,18 +12,22 @@ Everything runs on 127.0.0.1 and stops by itself (after --seconds, or --max-requ
    to, never dropped). `tracker agency token` makes one token per writing agency.
 2. gunicorn -c deploy/gunicorn.conf.py wsgi:app with TRACKER_GUNICORN_WORKERS=2 on a free
    port, its metrics folder in the scratch folder.
-3. For --seconds: --residents threads (default 8) each with a requests session, picking
-   a page by weight (RESIDENT_MIX) with ids read from the API and the database first;
-   --agencies threads (default 2, one agency each) POSTing observation batches of
-   --batch-min..--batch-max rows, each with its own Idempotency-Key, date and values (a
-   tenth are sent twice: the replay must answer the same batch); and one feed thread
-   running the tree's feed --feed every --feed-every seconds through `run_feed` (the
-   path `tracker import` takes), its URL pointed at a local HTTP server whose CSV values
-   change on every fetch.
-4. The report: per kind count, req/s, p50/p95/p99 ms and errors (non-2xx or exception);
-   then the row check: every batch answered 201 holds exactly its rows (counted by batch
-   id over observations and their revisions), its key is stored once, and no row appeared
-   that no batch (agency or feed) accounts for.
+3. For --warmup seconds (default 30: pages are first built, as after a deploy) and then
+   --seconds more: residents visiting pages by weight (RESIDENT_MIX), with ids read from
+   the API and the database first — arriving at random at --rate a second (default 20)
+   and sent by --residents client threads (default 8), or with --rate 0, --residents
+   threads each opening page after page with no pause (a capacity test: latency then
+   only says how long the queue was); --agencies threads (default 2, one agency each)
+   POSTing a batch of --batch-min..--batch-max rows every --batch-every seconds (0: back
+   to back), each with its own Idempotency-Key, date and values (a tenth are sent twice:
+   the replay must answer the same batch); and one feed thread running the tree's feed
+   --feed every --feed-every seconds through `run_feed` (the path `tracker import`
+   takes), its URL pointed at a local HTTP server whose CSV values change on every fetch.
+4. The report, for the measured seconds: per kind count, req/s, p50/p95/p99 ms (from the
+   moment a visit arrived) and errors (non-2xx or exception), and the warm-up's page p99;
+   then the row check, over both phases: every batch answered 201 holds exactly its rows
+   (counted by batch id over observations and their revisions), its key is stored once,
+   and no row appeared that no batch (agency or feed) accounts for.
 """
 
 import argparse
@@ -41,6 +45,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -230,11 +235,12 @@ def read_ids(base: str, engine) -> dict[str, list[str]]:
 
 
 class Recorder:
+    """Every request's kind, when it was due, how long it took from then, and whether it
+    succeeded; the report is cut from these by phase (warm-up, measured)."""
+
     def __init__(self, max_requests: int):
         self.lock = threading.Lock()
-        self.latencies: dict[str, list[float]] = defaultdict(list)
-        self.errors: dict[str, int] = defaultdict(int)
-        self.samples: dict[str, list[str]] = defaultdict(list)
+        self.records: list[tuple[str, float, float, bool, str]] = []
         self.left = max_requests
 
     def take(self) -> bool:
@@ -243,47 +249,80 @@ class Recorder:
             self.left -= 1
             return self.left >= 0
 
-    def record(self, kind: str, seconds: float, ok: bool, what: str = "") -> None:
+    def record(self, kind: str, due: float, ok: bool, what: str = "") -> None:
+        """`due`: the monotonic time the request was due (sent, or meant to be sent)."""
         with self.lock:
-            self.latencies[kind].append(seconds)
-            if not ok:
-                self.errors[kind] += 1
-                if len(self.samples[kind]) < 5:
-                    self.samples[kind].append(what)
+            self.records.append((kind, due, time.monotonic() - due, ok, what))
 
 
-def timed(recorder: Recorder, kind: str, call) -> requests.Response | None:
-    started = time.perf_counter()
+def timed(
+    recorder: Recorder, kind: str, call, due: float | None = None
+) -> requests.Response | None:
+    """Run one request and record it. Its time counts from `due` when given: a request
+    that waited for a free client thread waited as its visitor would have."""
+    due = time.monotonic() if due is None else due
     try:
         response = call()
     except requests.RequestException as exc:
-        recorder.record(kind, time.perf_counter() - started, False, repr(exc)[:200])
+        recorder.record(kind, due, False, repr(exc)[:200])
         return None
     ok = 200 <= response.status_code < 300
     what = "" if ok else f"{response.status_code} {response.url} {response.text[:200]}"
-    recorder.record(kind, time.perf_counter() - started, ok, what)
+    recorder.record(kind, due, ok, what)
     return response
 
 
+def resident_request(rng: random.Random, ids: dict) -> tuple[str, str]:
+    """What one resident opens next: (kind, path), drawn by RESIDENT_MIX."""
+    kind = rng.choices(list(RESIDENT_MIX), list(RESIDENT_MIX.values()))[0]
+    place = rng.choice(ids["places"])
+    path = {
+        "city page": "/",
+        "place page": f"/places/{place}",
+        "street page": f"/streets/{rng.choice(ids['streets'])}",
+        "measure page": f"/measures/{rng.choice(ids['measures'])}",
+        "result page": f"/results/{rng.choice(ids['results'])}",
+        "api rollup": f"/api/v1/rollup?place={place}",
+        "api works": f"/api/v1/works?place={place}",
+        "export rollup.csv": "/exports/rollup.csv",
+        "export places.geojson": "/exports/places.geojson",
+    }[kind]
+    return kind, path
+
+
 def resident(base: str, ids: dict, recorder: Recorder, stop: float, seed: int) -> None:
+    """Closed loop (--rate 0): one resident opening page after page with no pause, so
+    the server is as busy as it can be kept; what it measures is capacity."""
     rng = random.Random(seed)
-    kinds, weights = list(RESIDENT_MIX), list(RESIDENT_MIX.values())
     with requests.Session() as session:
         while time.monotonic() < stop and recorder.take():
-            kind = rng.choices(kinds, weights)[0]
-            place = rng.choice(ids["places"])
-            path = {
-                "city page": "/",
-                "place page": f"/places/{place}",
-                "street page": f"/streets/{rng.choice(ids['streets'])}",
-                "measure page": f"/measures/{rng.choice(ids['measures'])}",
-                "result page": f"/results/{rng.choice(ids['results'])}",
-                "api rollup": f"/api/v1/rollup?place={place}",
-                "api works": f"/api/v1/works?place={place}",
-                "export rollup.csv": "/exports/rollup.csv",
-                "export places.geojson": "/exports/places.geojson",
-            }[kind]
+            kind, path = resident_request(rng, ids)
             timed(recorder, kind, lambda p=path: session.get(base + p, timeout=60))
+
+
+def residents_at_rate(
+    base: str, ids: dict, recorder: Recorder, stop: float, rate: float, clients: int, seed: int
+) -> None:
+    """Open loop (--rate R): visits arrive at random (a Poisson stream of R a second)
+    whether or not earlier ones were answered, as residents do, and `clients` threads
+    send them. A visit's time counts from its arrival, so a slow server is not hidden by
+    the client sending less (coordinated omission)."""
+    rng = random.Random(seed)
+    local = threading.local()
+
+    def visit(kind: str, path: str, due: float) -> None:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        timed(recorder, kind, lambda: local.session.get(base + path, timeout=60), due)
+
+    with ThreadPoolExecutor(clients, thread_name_prefix="resident") as pool:
+        due = time.monotonic()
+        while recorder.take():
+            due += rng.expovariate(rate)
+            if due >= stop:
+                break
+            time.sleep(max(0.0, due - time.monotonic()))
+            pool.submit(visit, *resident_request(rng, ids), due)
 
 
 class Agency:
@@ -297,14 +336,24 @@ class Agency:
 
 
 def agency_writer(
-    base: str, agency: Agency, recorder: Recorder, stop: float, sizes: tuple[int, int], seed: int
+    base: str,
+    agency: Agency,
+    recorder: Recorder,
+    stop: float,
+    sizes: tuple[int, int],
+    every: float,
+    seed: int,
 ) -> None:
+    """POSTs a batch every `every` seconds (0: back to back) until `stop`."""
     rng = random.Random(seed)
     headers = {"Authorization": f"Bearer {agency.token}"}
     run = uuid.uuid4().hex[:8]
     with requests.Session() as session:
         n = 0
+        due = time.monotonic()
         while time.monotonic() < stop and recorder.take():
+            time.sleep(max(0.0, due - time.monotonic()))
+            due += every
             n += 1
             size = min(rng.randint(*sizes), len(agency.cells))
             day = (BATCH_DATES_END - timedelta(days=n)).isoformat()
@@ -338,15 +387,15 @@ def feed_runner(
     engine = create_engine(url)
     try:
         while time.monotonic() < stop:
-            started = time.perf_counter()
+            started = time.monotonic()
             try:
                 run = run_feed(engine, feed_id)
                 ok, what = run.status in ("ok", "unchanged") and not run.rejected, run.error
                 runs.append((run.id, run.status, run.rows))
             except Exception as exc:  # reported as an error of the run
                 ok, what = False, repr(exc)[:200]
-            seconds = time.perf_counter() - started
-            recorder.record("feed run", seconds, ok, what or "")
+            recorder.record("feed run", started, ok, what or "")
+            seconds = time.monotonic() - started
             time.sleep(max(0.0, min(every - seconds, stop - time.monotonic())))
     finally:
         engine.dispose()
@@ -438,22 +487,30 @@ def percentile(values: list[float], share: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(share * 100) - 1]
 
 
-def summarise(recorder: Recorder, seconds: float) -> list[dict]:
+def summarise(recorder: Recorder, start: float, end: float) -> list[dict]:
+    """Per kind, the requests due from `start` until `end`."""
+    latencies: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, list[str]] = defaultdict(list)
+    for kind, due, seconds, ok, what in recorder.records:
+        if start <= due < end:
+            latencies[kind].append(seconds)
+            if not ok:
+                errors[kind].append(what)
     table = []
     for kind in [*RESIDENT_MIX, "post observations", "post observations (replay)", "feed run"]:
-        values = recorder.latencies.get(kind)
+        values = latencies.get(kind)
         if not values:
             continue
         table.append(
             {
                 "kind": kind,
                 "count": len(values),
-                "per_second": round(len(values) / seconds, 2),
+                "per_second": round(len(values) / (end - start), 2),
                 "p50_ms": round(percentile(values, 0.50) * 1000, 1),
                 "p95_ms": round(percentile(values, 0.95) * 1000, 1),
                 "p99_ms": round(percentile(values, 0.99) * 1000, 1),
-                "errors": recorder.errors.get(kind, 0),
-                "error_samples": recorder.samples.get(kind, []),
+                "errors": len(errors[kind]),
+                "error_samples": errors[kind][:5],
             }
         )
     return table
@@ -532,16 +589,26 @@ def run_load(url: str, scratch: Path, args, load_demo: bool) -> dict:
             load_before = os.getloadavg()
             recorder = Recorder(args.max_requests)
             started = time.monotonic()
-            stop = started + args.seconds
+            measured_from = started + args.warmup
+            stop = measured_from + args.seconds
             feed_runs: list = []
-            threads = [
-                threading.Thread(target=resident, args=(base, ids, recorder, stop, n))
-                for n in range(args.residents)
-            ]
+            if args.rate > 0:
+                threads = [
+                    threading.Thread(
+                        target=residents_at_rate,
+                        args=(base, ids, recorder, stop, args.rate, args.residents, 0),
+                    )
+                ]
+            else:
+                threads = [
+                    threading.Thread(target=resident, args=(base, ids, recorder, stop, n))
+                    for n in range(args.residents)
+                ]
             sizes = (args.batch_min, args.batch_max)
             threads += [
                 threading.Thread(
-                    target=agency_writer, args=(base, a, recorder, stop, sizes, 1000 + n)
+                    target=agency_writer,
+                    args=(base, a, recorder, stop, sizes, args.batch_every, 1000 + n),
                 )
                 for n, a in enumerate(agencies)
             ]
@@ -556,7 +623,7 @@ def run_load(url: str, scratch: Path, args, load_demo: bool) -> dict:
                 thread.start()
             for thread in threads:
                 thread.join()
-            elapsed = time.monotonic() - started
+            ended = time.monotonic()
             load_after = os.getloadavg()
         finally:
             stop_server(server)
@@ -565,11 +632,19 @@ def run_load(url: str, scratch: Path, args, load_demo: bool) -> dict:
         check = check_rows(engine, before, agencies)
     finally:
         engine.dispose()
-    table = summarise(recorder, elapsed)
+    table = summarise(recorder, measured_from, ended)
     pages = [row for row in table if row["kind"] in PAGE_KINDS]
+    warmup_table = summarise(recorder, started, measured_from)
+    warmup = [row for row in warmup_table if row["kind"] in PAGE_KINDS]
     return {
-        "seconds": round(elapsed, 1),
+        "seconds": round(ended - measured_from, 1),
+        "warmup_seconds": args.warmup,
+        "warmup_pages_p99_ms": max((row["p99_ms"] for row in warmup), default=None),
+        "warmup_pages": sum(row["count"] for row in warmup),
+        "warmup_kinds": warmup_table,
         "workers": args.workers,
+        "rate": args.rate,
+        "batch_every": args.batch_every,
         "residents": args.residents,
         "agencies": [a.id for a in agencies],
         "feed": args.feed if source is not None else None,
@@ -585,10 +660,16 @@ def run_load(url: str, scratch: Path, args, load_demo: bool) -> dict:
 
 
 def markdown(backend: str, report: dict) -> str:
+    residents = (
+        f"residents arriving at {report['rate']}/s on {report['residents']} client threads"
+        if report["rate"] > 0
+        else f"{report['residents']} residents back to back"
+    )
+    writes = f"every {report['batch_every']} s" if report["batch_every"] > 0 else "back to back"
     lines = [
-        f"### {backend}: {report['seconds']} s, {report['workers']} workers, "
-        f"{report['residents']} residents, agencies {', '.join(report['agencies'])}, "
-        f"feed {report['feed']}",
+        f"### {backend}: {report['seconds']} s measured after {report['warmup_seconds']} s "
+        f"of warm-up, {report['workers']} workers, {residents}, agencies "
+        f"{', '.join(report['agencies'])} posting {writes}, feed {report['feed']}",
         "",
         "| kind | count | req/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -601,6 +682,7 @@ def markdown(backend: str, report: dict) -> str:
     rows = report["rows"]
     lines += [
         "",
+        f"Warm-up: {report['warmup_pages']} pages, p99 {report['warmup_pages_p99_ms']} ms. "
         f"Load average before {report['load_average_before']}, after "
         f"{report['load_average_after']}.",
         f"Rows: {rows['accepted batches']} batches accepted with {rows['agency rows']} rows, "
@@ -649,9 +731,18 @@ def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--warmup", type=float, default=30, help="seconds run before timing")
     parser.add_argument("--max-requests", type=int, default=200_000)
-    parser.add_argument("--residents", type=int, default=8)
+    parser.add_argument(
+        "--rate", type=float, default=20, help="resident visits a second (0: back to back)"
+    )
+    parser.add_argument(
+        "--residents", type=int, default=8, help="client threads (with --rate 0: residents)"
+    )
     parser.add_argument("--agencies", type=int, default=2)
+    parser.add_argument(
+        "--batch-every", type=float, default=1, help="seconds between an agency's batches"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-min", type=int, default=50)
     parser.add_argument("--batch-max", type=int, default=200)
