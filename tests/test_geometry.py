@@ -38,3 +38,18 @@ def test_lon_lat_reads_numbers_and_their_text():
 @pytest.mark.parametrize(("lon", "lat"), [("east", "-43.5"), ("172.6", ""), (None, 1)])
 def test_lon_lat_refuses_what_is_not_a_number(lon, lat):
     assert lon_lat(lon, lat) == (None, f"lon and lat must be numbers: {lon!r}, {lat!r}")
+
+
+def test_a_works_mark_on_the_city_map_lies_on_its_line_and_is_kept_by_its_text():
+    from shapely.geometry import LineString, Point
+
+    from tracker.maps import _point_of_text, point_of
+
+    line = {"type": "LineString", "coordinates": [[172.60, -43.53], [172.62, -43.53]]}
+    text = json.dumps(line)
+    mark = point_of(text)
+    assert mark["type"] == "Point"
+    assert LineString(line["coordinates"]).distance(Point(mark["coordinates"])) < 1e-9
+    before = _point_of_text.cache_info().hits
+    mark["coordinates"][0] = 0.0  # the caller's copy: the kept point is not changed
+    assert point_of(text) != mark and _point_of_text.cache_info().hits == before + 1

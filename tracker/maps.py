@@ -14,7 +14,9 @@ Three rules hold for every map:
   works travel as one GeoJSON layer per agency, not one marker each.
 """
 
+import functools
 import html
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -346,7 +348,23 @@ def _simplified(geometry: Mapping[str, Any], tolerance: float) -> dict[str, Any]
 
 
 def _point_on(geometry: Mapping[str, Any]) -> dict[str, Any]:
+    if geometry["type"] == "Point":
+        return dict(geometry)
     return shapely.geometry.mapping(point_on(shapely.geometry.shape(geometry)))
+
+
+def point_of(geometry_text: str) -> dict[str, Any]:
+    """A point on a geometry stored as GeoJSON text: where a work is marked on the city map.
+
+    Kept by the text: parsing some hundreds of street lines was most of the city page's
+    build, and works change far less often than the figures that make it be rebuilt."""
+    return {"type": "Point", "coordinates": list(_point_of_text(geometry_text))}
+
+
+@functools.lru_cache(maxsize=4096)
+def _point_of_text(geometry_text: str) -> tuple[float, float]:
+    point = point_on(shapely.geometry.shape(json.loads(geometry_text)))
+    return point.x, point.y
 
 
 def _rounded(coordinates: Any) -> Any:

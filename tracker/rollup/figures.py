@@ -136,15 +136,18 @@ def rollup(
     on: date | None = None,
     filters: Mapping[str, str] | None = None,
     cache: RollupCache | None = None,
+    tree: TreeDef | None = None,
 ) -> Rollup:
     """Every result, output and measure at a place (default: the city) on a day (default:
     today in the city's timezone).
 
     `filters` keeps the measures declaring every filtered dimension and sums only the
     matching cells. Unknown place: NotFound; unknown dimension or value: TrackerError.
+    `tree`: the definitions this caller loaded already (a page of every neighbourhood
+    reads them once, not once per place).
     """
     cache = cache or RollupCache()
-    tree = load_definitions(session, cache)
+    tree = tree or load_definitions(session, cache)
     place = get_place(tree, place_id or tree.city_id)
     on = on or tree.today()
     wanted = parse_filters(tree, filters or {})

@@ -1,6 +1,5 @@
 """The city overview (`/`); search (`/search`) is tracker.web.search."""
 
-import json
 from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, request
@@ -8,7 +7,7 @@ from flask import Blueprint, current_app, request
 from tracker.agencies import agency_names
 from tracker.db import get_session
 from tracker.errors import NotFound
-from tracker.maps import STATUS_STYLES, WORK_STYLES, WorkMark
+from tracker.maps import STATUS_STYLES, WORK_STYLES, WorkMark, point_of
 from tracker.places import list_places
 from tracker.rollup import app_cache, rollup
 from tracker.vocabulary import WORK_STATUSES
@@ -62,7 +61,7 @@ def index():
                     title=w.title,
                     status=shown_status(w, now),
                     agency=names.get(w.agency_id, w.agency_id),
-                    geometry=json.loads(w.geometry),
+                    geometry=point_of(w.geometry),  # drawn as a point on the city's map
                 )
                 for w in works
             ],

@@ -199,7 +199,8 @@ def neighbourhood_row(
     "no_data" where the node takes no part there."""
     figures = None
     if node_id is not None:
-        answer = rollup(get_session(), place_id=place["id"], on=on, cache=app_cache(current_app))
+        cache = app_cache(current_app)
+        answer = rollup(get_session(), place_id=place["id"], on=on, cache=cache, tree=definitions)
         figures = answer.find(node_id)
         if figures is not None and not figures.takes_part:
             figures = None
