@@ -36,9 +36,11 @@ def work(ref: str) -> dict:
 
 
 @pytest.fixture
-def allowance(app, client):
+def allowance(app, client, monkeypatch):
     """The default allowance, as a deployment has it, after the first view has warmed the
-    worker's pages."""
+    worker's pages. An out-of-date page is rebuilt as soon as it is asked for, so that
+    these tests need not wait out the gap between two builds (one test checks the gap)."""
+    monkeypatch.setattr(page_cache, "REBUILD_SHARE", 0)
     app.config["SETTINGS"].page_stale_seconds = 30
     assert client.get("/").status_code == 200
     assert app.extensions["page_rebuilder"].wait(60)
@@ -163,6 +165,25 @@ def test_many_views_of_an_out_of_date_page_queue_one_rebuild(allowance, client, 
     release.set()
     wait_for_change(client, "/", old_html)
     assert builds == ["/"]
+
+
+def test_a_page_is_rebuilt_at_most_once_in_a_third_of_the_allowance(allowance, client, monkeypatch):
+    monkeypatch.setattr(page_cache, "REBUILD_SHARE", 1 / 3)  # 10 s of the 30
+    rebuilder = allowance.extensions["page_rebuilder"]
+    store(allowance, "council", works=[work("first")])
+    client.get("/")  # out of date: queued
+    assert rebuilder.wait(30)  # builds what is queued at once
+    first = client.get("/").get_data()
+    assert any("Work first" in s for s in map_scripts(page(client, "/")))
+    store(allowance, "council", works=[work("second")])
+    # Built just now: its next build waits until 10 s after that (without the gap it
+    # would be rebuilt at once, as the other tests show), and visitors get it as it is.
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        assert client.get("/").get_data() == first
+        time.sleep(0.1)
+    assert rebuilder.wait(30)
+    assert any("Work second" in s for s in map_scripts(page(client, "/")))
 
 
 def test_a_failed_rebuild_keeps_the_old_page_and_is_logged(allowance, client, monkeypatch, caplog):

@@ -20,7 +20,9 @@ as it is. A kept page whose stamp has moved is out of date:
 - when the data moved less than PAGE_STALE_SECONDS ago (TRACKER_PAGE_STALE_SECONDS,
   30 s), the visitor gets the page as it was built, which says when its figures
   arrived, and the page is rebuilt in the background (one thread per process, each page
-  queued once), so the next visitor gets the new one;
+  queued once), so a later visitor gets the new one. A page is rebuilt at most once
+  every REBUILD_SHARE of the allowance (10 s of 30): under a write every second, the
+  city page would otherwise be rebuilt every second for every visitor's sake;
 - otherwise it is built in the request, as on its first view.
 
 So under a stream of writes a page trails the data by at most PAGE_STALE_SECONDS and no
@@ -33,9 +35,10 @@ and another worker's write reaches the pages within a second (or, for a page alr
 kept, PAGE_STALE_SECONDS).
 """
 
-import collections
 import functools
 import hashlib
+import heapq
+import itertools
 import logging
 import os
 import threading
@@ -61,6 +64,7 @@ MAP_PARAM = "map"  # ?map=KIND asks a page for its map's script
 VERSION_PARAM = "v"
 YEAR = 365 * 24 * 3600
 STAMP_SECONDS = 1.0  # how long another process's write may take to reach the pages
+REBUILD_SHARE = 1 / 3  # of the allowance: the least time between two builds of a page
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +83,7 @@ def init_app(app) -> None:
 class KeptPage:
     stamp: str  # the data stamp it was built under
     html: bytes
+    built_at: float  # time.monotonic() when it was built
 
 
 def current_stamp() -> str:
@@ -188,7 +193,8 @@ def public_page(view):
         if _stale_seconds() > 0:
             rebuilder.warm()
         if kept is not None and _seconds_behind(kept.stamp) < _stale_seconds():
-            rebuilder.ask(request.path, request.query_string)
+            due = kept.built_at + _stale_seconds() * REBUILD_SHARE
+            rebuilder.ask(request.path, request.query_string, due=due)
             PAGE_LOOKUPS.labels("stale").inc()
             return Response(kept.html, mimetype="text/html")
         PAGE_LOOKUPS.labels("built").inc()
@@ -211,34 +217,37 @@ def _build(view, kwargs) -> Response:
     key, stamp = _page_key(), current_stamp()
     answer = current_app.make_response(view(**kwargs))
     if answer.status_code == 200 and not answer.is_streamed and not _personal():
-        current_app.extensions["page_cache"].put(key, KeptPage(stamp, answer.get_data()))
+        kept = KeptPage(stamp, answer.get_data(), time.monotonic())
+        current_app.extensions["page_cache"].put(key, kept)
     return answer
 
 
 class Rebuilder:
     """Builds pages in one background thread per process, one at a time (a build is CPU
     work: more threads would only slow the visitors' requests), each address queued at
-    most once. The thread ends when the queue is empty."""
+    most once, in the order they fall due. The thread ends when the queue is empty."""
 
     def __init__(self, app: Flask):
         self.app = app
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._pid: int | None = None  # the process these belong to (a fork starts afresh)
         self._thread: threading.Thread | None = None
         self._queued: set = set()
-        self._jobs: collections.deque = collections.deque()
+        self._jobs: list = []  # a heap of (due, order, path, query string, url root)
+        self._order = itertools.count()  # first asked, first built among jobs due together
         self._warmed = False
 
-    def ask(self, path: str, query_string: bytes = b"") -> None:
+    def ask(self, path: str, query_string: bytes = b"", due: float = 0.0) -> None:
         """Queue a build of the page at this address as a new anonymous visitor gets it,
-        unless one is queued already."""
-        job = (path, query_string, request.url_root)
+        not before the time `due` (time.monotonic()), unless one is queued already."""
         with self._lock:
             self._adopt_process()
-            if job[:2] in self._queued:
+            if (path, query_string) in self._queued:
                 return
-            self._queued.add(job[:2])
-            self._jobs.append(job)
+            self._queued.add((path, query_string))
+            job = (due, next(self._order), path, query_string, request.url_root)
+            heapq.heappush(self._jobs, job)
+            self._lock.notify()  # a sleeping thread may now have an earlier job
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._work, name="page-rebuilder", daemon=True
@@ -276,12 +285,17 @@ class Rebuilder:
         # Under the lock. A forked worker inherits the state but not the thread: start afresh.
         if self._pid != os.getpid():
             self._pid, self._thread, self._warmed = os.getpid(), None, False
-            self._queued, self._jobs = set(), collections.deque()
+            self._queued, self._jobs = set(), []
 
     def wait(self, timeout: float) -> bool:
-        """Wait for the queue to empty (tests, before their database goes); False if it
-        did not within `timeout` seconds."""
-        thread = self._thread
+        """Build what is queued without waiting for it to fall due, and wait for the queue
+        to empty (tests, before their database goes); False if it did not within
+        `timeout` seconds."""
+        with self._lock:
+            self._jobs = [(0.0, *job[1:]) for job in self._jobs]
+            heapq.heapify(self._jobs)
+            self._lock.notify()
+            thread = self._thread
         if thread is not None:
             thread.join(timeout)
         return self._thread is None
@@ -292,7 +306,11 @@ class Rebuilder:
                 if not self._jobs:
                     self._thread = None
                     return
-                path, query_string, url_root = self._jobs.popleft()
+                wait = self._jobs[0][0] - time.monotonic()
+                if wait > 0:
+                    self._lock.wait(wait)
+                    continue
+                _, _, path, query_string, url_root = heapq.heappop(self._jobs)
             try:
                 self._visit(path, query_string, url_root)
             except Exception:
