@@ -460,6 +460,43 @@ def test_a_compressed_file_streams_and_its_etag_still_revalidates(filled, client
     assert again.status_code == 304
 
 
+@pytest.mark.parametrize("name", ["rollup.csv", "places.geojson"])
+def test_a_file_bounded_by_the_tree_is_served_as_it_was_within_the_allowance(filled, client, name):
+    """As pages are (tracker/web/page_cache.py): the file and its ETag as built, until
+    the data moved on more than the allowance ago; then built again."""
+    import time
+
+    filled.config["SETTINGS"].page_stale_seconds = 30
+    first = client.get(f"/exports/{name}")
+    etag, body = first.headers["ETag"], first.get_data()
+    store(filled, "eqc", observations=[observation("homes-repaired", "opawa", "2014-04-30", 7)])
+    kept = client.get(f"/exports/{name}")
+    assert (kept.headers["ETag"], kept.get_data()) == (etag, body)
+    assert not kept.is_streamed  # from memory
+    assert client.get(f"/exports/{name}", headers={"If-None-Match": etag}).status_code == 304
+    filled.config["SETTINGS"].page_stale_seconds = 0.2
+    time.sleep(0.3)
+    rebuilt = client.get(f"/exports/{name}", headers={"If-None-Match": etag})
+    assert rebuilt.status_code == 200 and rebuilt.headers["ETag"] != etag
+    if name == "rollup.csv":  # the new value is in it
+        opawa = [r for r in rows_of(rebuilt) if r["place"] == "opawa"]
+        assert any(r["node"] == "homes-repaired" and r["as_of"] == "2014-04-30" for r in opawa)
+
+
+def test_a_file_not_streamed_to_its_end_is_not_kept_and_others_never_are(filled, client):
+    filled.config["SETTINGS"].page_stale_seconds = 30
+    kept = filled.extensions["kept_exports"]
+    response = client.get("/exports/places.geojson", buffered=False)
+    next(iter(response.response))  # the first chunk only: the client went away
+    response.close()
+    assert len(kept._entries) == 0
+    for name in ("observations.csv", "revisions.csv", "works.geojson"):
+        assert client.get(f"/exports/{name}").status_code == 200
+    assert len(kept._entries) == 0
+    client.get("/exports/places.geojson").get_data()
+    assert len(kept._entries) == 1
+
+
 def test_every_file_answers_before_any_value_arrives(app, client, tmp_path):
     folder = download_all(client, tmp_path)
     assert frictionless.validate(folder / "datapackage.json").valid

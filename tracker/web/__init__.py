@@ -30,6 +30,7 @@ def init_app(app: Flask) -> None:
     auth.init_app(app)
     pages.init_app(app)
     assets.init_app(app)
+    exports.init_app(app)
     app.register_blueprint(home.bp)
     app.register_blueprint(search.bp)
     app.register_blueprint(places.bp)

@@ -3,9 +3,18 @@
 Every file is keyed by the data stamp (tracker.freshness): its ETag moves with every
 write, tree or place change, so a client or cache can revalidate cheaply and gets a 304
 while nothing changed.
+
+The two files whose size is bounded by the tree and the places, not by the rows stored
+(rollup.csv, places.geojson), are also kept whole in each process once built, and served
+as they were for as long as a page would be (tracker.web.page_cache: the data moved
+less than TRACKER_PAGE_STALE_SECONDS ago), with the ETag they were built under: built
+afresh after every write, they took a quarter of a web worker under a write a second.
+The others stream from the database every time, in memory that does not grow with them.
 """
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, request, url_for
@@ -17,7 +26,8 @@ from tracker.db import get_engine, get_session
 from tracker.demo import has_demo_data
 from tracker.freshness import data_stamp, last_received
 from tracker.rollup import app_cache
-from tracker.web.page_cache import public_page
+from tracker.rollup.cache import LRU
+from tracker.web.page_cache import current_stamp, public_page, within_allowance
 from tracker.web.pages import query_date, render_page
 
 bp = Blueprint("exports", __name__, url_prefix="/exports")
@@ -26,6 +36,17 @@ CSV = "text/csv"  # Flask adds "; charset=utf-8" to text types
 GEOJSON = "application/geo+json"
 JSON = "application/json"
 MAX_AGE = 300  # seconds a cache may keep a file before revalidating it
+
+
+@dataclass(frozen=True)
+class KeptFile:
+    stamp: str  # the data stamp it was built under
+    received: datetime | None  # the latest batch's arrival then (Last-Modified)
+    body: bytes
+
+
+def init_app(app) -> None:
+    app.extensions["kept_exports"] = LRU(8)  # by (filename, variant): a KeptFile
 
 
 @bp.get("/")
@@ -58,13 +79,14 @@ def rollup():
         CSV,
         lambda s: exports.rollup_csv(s, on=on, cache=cache),
         variant=on.isoformat(),
+        keep=True,
     )
 
 
 @bp.get("/places.geojson")
 def places():
     """The city, its areas and neighbourhoods (RFC 7946)."""
-    return _export("places.geojson", GEOJSON, exports.places_geojson)
+    return _export("places.geojson", GEOJSON, exports.places_geojson, keep=True)
 
 
 @bp.get("/works.geojson")
@@ -91,13 +113,25 @@ def datapackage():
     return _export("datapackage.json", JSON, build)
 
 
-def _export(filename: str, mimetype: str, produce: Callable, *, variant: str = "") -> Response:
+def _export(
+    filename: str, mimetype: str, produce: Callable, *, variant: str = "", keep: bool = False
+) -> Response:
     """Stream `produce(session)` as `filename`, or answer 304 when the client's copy is
     current. The generator gets a session of its own, closed when streaming ends, and
-    needs nothing of the request (which has ended by then)."""
+    needs nothing of the request (which has ended by then). With `keep`, the whole file
+    is kept once streamed, and served while within the allowance (see the docstring)."""
     session = get_session()
-    etag = f"{data_stamp(session)}{'-' + variant if variant else ''}"
-    received = last_received(session)
+    kept_files: LRU = current_app.extensions["kept_exports"]
+    key = (filename, variant)
+    kept: KeptFile | None = kept_files.get(key) if keep else None
+    if kept is not None and not within_allowance(kept.stamp):
+        kept = None
+    if kept is not None:
+        stamp, received = kept.stamp, kept.received
+    else:  # read before building: a write meanwhile leaves the file under the older stamp
+        stamp = current_stamp() if keep else data_stamp(session)
+        received = last_received(session)
+    etag = f"{stamp}{'-' + variant if variant else ''}"
     headers = {
         "Content-Disposition": f'attachment; filename="{filename}"',
         "Access-Control-Allow-Origin": "*",
@@ -111,14 +145,24 @@ def _export(filename: str, mimetype: str, produce: Callable, *, variant: str = "
         response = Response(status=304, headers=headers)
         response.set_etag(etag)
         return response
+    if kept is not None:
+        response = Response(kept.body, mimetype=mimetype, headers=headers)
+        response.set_etag(etag)
+        return response
     engine = get_engine()
 
     def body() -> Iterator[str]:
         own = exports.export_session(engine)
+        chunks: list[str] | None = [] if keep else None
         try:
-            yield from produce(own)
+            for chunk in produce(own):
+                if chunks is not None:
+                    chunks.append(chunk)
+                yield chunk
         finally:
             own.close()
+        if chunks is not None:  # streamed to the end: whole
+            kept_files.put(key, KeptFile(stamp, received, "".join(chunks).encode()))
 
     response = Response(body(), mimetype=mimetype, headers=headers)
     response.set_etag(etag)

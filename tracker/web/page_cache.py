@@ -192,7 +192,7 @@ def public_page(view):
         rebuilder: Rebuilder = current_app.extensions["page_rebuilder"]
         if _stale_seconds() > 0:
             rebuilder.warm()
-        if kept is not None and _seconds_behind(kept.stamp) < _stale_seconds():
+        if kept is not None and within_allowance(kept.stamp):
             due = kept.built_at + _stale_seconds() * REBUILD_SHARE
             rebuilder.ask(request.path, request.query_string, due=due)
             PAGE_LOOKUPS.labels("stale").inc()
@@ -210,6 +210,13 @@ def _page_key() -> tuple:
 
 def _stale_seconds() -> float:
     return current_app.config["SETTINGS"].page_stale_seconds
+
+
+def within_allowance(stamp: str) -> bool:
+    """Whether what was built under `stamp` may still be served: it is the current stamp,
+    or the data moved on from it less than the allowance ago (pages, and the exports
+    kept whole)."""
+    return stamp == current_stamp() or _seconds_behind(stamp) < _stale_seconds()
 
 
 def _build(view, kwargs) -> Response:
