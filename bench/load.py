@@ -51,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -516,6 +517,17 @@ def summarise(recorder: Recorder, start: float, end: float) -> list[dict]:
     return table
 
 
+def page_lookups(base: str) -> dict[str, int]:
+    """How the server answered page views over the whole run (both phases), from /metrics:
+    fresh (kept, current), stale (kept, being rebuilt) or built in the request."""
+    counts = {}
+    for family in text_string_to_metric_families(requests.get(f"{base}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name == "tracker_page_cache_lookups_total":
+                counts[sample.labels["result"]] = int(sample.value)
+    return counts
+
+
 def run_load(url: str, scratch: Path, args, load_demo: bool) -> dict:
     env = dict(os.environ)
     env.update(
@@ -625,6 +637,7 @@ def run_load(url: str, scratch: Path, args, load_demo: bool) -> dict:
                 thread.join()
             ended = time.monotonic()
             load_after = os.getloadavg()
+            lookups = page_lookups(base)
         finally:
             stop_server(server)
             if source is not None:
@@ -656,6 +669,7 @@ def run_load(url: str, scratch: Path, args, load_demo: bool) -> dict:
         "targets_met": sum(row["errors"] for row in table) == 0
         and all(row["p99_ms"] < PAGE_P99_TARGET_MS for row in pages),
         "rows": check,
+        "page_lookups": lookups,
     }
 
 
@@ -683,6 +697,7 @@ def markdown(backend: str, report: dict) -> str:
     lines += [
         "",
         f"Warm-up: {report['warmup_pages']} pages, p99 {report['warmup_pages_p99_ms']} ms. "
+        f"Page views answered (both phases): {report['page_lookups']}. "
         f"Load average before {report['load_average_before']}, after "
         f"{report['load_average_after']}.",
         f"Rows: {rows['accepted batches']} batches accepted with {rows['agency rows']} rows, "

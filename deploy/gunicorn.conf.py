@@ -21,6 +21,12 @@ bind = _env("BIND", "127.0.0.1:8000")  # nginx in front; never a public port
 workers = int(_env("WORKERS", str(multiprocessing.cpu_count() * 2 + 1)))
 worker_class = _env("WORKER_CLASS", "gthread")
 threads = int(_env("THREADS", "4"))
+# A gthread worker accepts connections while it has fewer than this, whether or not a
+# thread is free, and keeps idle ones open only beyond `threads`: at its default (1000)
+# one worker took most of the load test's connections and was held at one core by its
+# interpreter lock while the other idled. At `threads` a worker with every thread busy
+# leaves new connections to the others, and closes each after its answer.
+worker_connections = int(_env("WORKER_CONNECTIONS", str(threads)))
 # A large CSV upload or works batch takes seconds (docs/performance.md); a minute covers
 # the largest accepted body with room to spare, and a stuck worker is replaced after it.
 timeout = int(_env("TIMEOUT", "60"))

@@ -167,6 +167,25 @@ def test_many_views_of_an_out_of_date_page_queue_one_rebuild(allowance, client, 
     assert builds == ["/"]
 
 
+def test_visitors_who_need_a_page_built_at_once_wait_for_one_build(app, monkeypatch):
+    """Without an allowance (as the other modules run) every page out of date is built in
+    the request: by one of the visitors asking for it at the same time, not by each."""
+    original, builds = page_cache._run_and_keep, []
+
+    def slow(view, kwargs, key):
+        builds.append(key[0])
+        time.sleep(0.5)  # long enough for every visitor to arrive during it
+        return original(view, kwargs, key)
+
+    monkeypatch.setattr(page_cache, "_run_and_keep", slow)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: app.test_client().get("/places/opawa"), range(4)))
+    assert [a.status_code for a in answers] == [200] * 4
+    assert len({a.get_data() for a in answers}) == 1
+    assert builds == ["/places/opawa"]
+    assert app.extensions["page_builds"] == {}  # nothing left claimed
+
+
 def test_a_page_is_rebuilt_at_most_once_in_a_third_of_the_allowance(allowance, client, monkeypatch):
     monkeypatch.setattr(page_cache, "REBUILD_SHARE", 1 / 3)  # 10 s of the 30
     rebuilder = allowance.extensions["page_rebuilder"]

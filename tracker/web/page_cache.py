@@ -23,7 +23,8 @@ as it is. A kept page whose stamp has moved is out of date:
   queued once), so a later visitor gets the new one. A page is rebuilt at most once
   every REBUILD_SHARE of the allowance (10 s of 30): under a write every second, the
   city page would otherwise be rebuilt every second for every visitor's sake;
-- otherwise it is built in the request, as on its first view.
+- otherwise it is built in the request, as on its first view: by one request, which
+  others asking for the same page meanwhile wait for.
 
 So under a stream of writes a page trails the data by at most PAGE_STALE_SECONDS and no
 visitor waits for a rebuild, while a page after a quiet spell is exactly up to date.
@@ -65,6 +66,8 @@ VERSION_PARAM = "v"
 YEAR = 365 * 24 * 3600
 STAMP_SECONDS = 1.0  # how long another process's write may take to reach the pages
 REBUILD_SHARE = 1 / 3  # of the allowance: the least time between two builds of a page
+BUILD_WAIT_SECONDS = 20  # the longest a request waits for another's build of its page
+_BUILDS_LOCK = threading.Lock()  # over app.extensions["page_builds"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ def init_app(app) -> None:
     app.extensions["map_scripts"] = LRU(512)  # by script address: built once, never changes
     app.extensions["page_cache"] = LRU(512)  # by (path, query, day): a KeptPage
     app.extensions["page_rebuilder"] = Rebuilder(app)
+    app.extensions["page_builds"] = {}  # by page key: an Event set when its build ends
     app.extensions["stamp_memo"] = {}  # by engine: the primary's, the replica's
     # By stamp; only `tracker init` changes the timezone, but any write moves the stamp.
     app.extensions["city_timezones"] = LRU(4)
@@ -220,8 +224,35 @@ def within_allowance(stamp: str) -> bool:
 
 
 def _build(view, kwargs) -> Response:
-    """Run the view and keep a plain 200 answer under the stamp read before it ran."""
-    key, stamp = _page_key(), current_stamp()
+    """Run the view and keep a plain 200 answer under the stamp read before it ran.
+
+    A page is built by one thread at a time in a process: another that needs it meanwhile
+    (a visitor, or the background thread) waits for that build and serves what it kept,
+    when that is within the allowance (with none, when it is current). Without this a
+    burst of visitors to a page too far out of date built it once each, on cores that
+    were already short."""
+    key = _page_key()
+    builds: dict = current_app.extensions["page_builds"]
+    with _BUILDS_LOCK:
+        running = builds.get(key)
+        if running is None:
+            builds[key] = mine = threading.Event()
+    if running is not None:
+        running.wait(BUILD_WAIT_SECONDS)
+        kept: KeptPage | None = current_app.extensions["page_cache"].get(key)
+        if kept is not None and within_allowance(kept.stamp):
+            return Response(kept.html, mimetype="text/html")
+        return _run_and_keep(view, kwargs, key)  # it failed, or was not kept: our own
+    try:
+        return _run_and_keep(view, kwargs, key)
+    finally:
+        with _BUILDS_LOCK:
+            del builds[key]
+        mine.set()
+
+
+def _run_and_keep(view, kwargs, key: tuple) -> Response:
+    stamp = current_stamp()
     answer = current_app.make_response(view(**kwargs))
     if answer.status_code == 200 and not answer.is_streamed and not _personal():
         kept = KeptPage(stamp, answer.get_data(), time.monotonic())
