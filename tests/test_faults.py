@@ -25,7 +25,7 @@ import psycopg
 import pytest
 import requests
 from fixtures.feeds.server import Answer, FeedServer
-from pg_cluster import free_port
+from gunicorn_helpers import gunicorn
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import (
     DBAPIError,
@@ -433,33 +433,35 @@ BATCH_ROWS = 300  # 100 days of three places
 SLOTS = 18  # a poster's batches of 100 days before it revises its old keys again
 
 
-def workers_of(master: int) -> list[int]:
-    """The worker processes of a gunicorn master (its children)."""
-    found = []
-    for task in Path(f"/proc/{master}/task").iterdir():
-        found += [int(pid) for pid in (task / "children").read_text().split()]
-    return found
-
-
 def test_web_workers_killed_mid_batch_lose_no_acknowledged_batch_and_store_none_in_part(
     settings, loaded, tmp_path
 ):
     engine, _ = loaded
     token = token_for(engine)
-    port = free_port()
-    log = tmp_path / "gunicorn.log"
-    env = tracker_env(settings) | {
+    env = {
         "TRACKER_SECURE_COOKIES": "false",
-        "TRACKER_GUNICORN_BIND": f"127.0.0.1:{port}",
-        "TRACKER_GUNICORN_WORKERS": "2",
         "TRACKER_GUNICORN_THREADS": "2",
         "TRACKER_GUNICORN_GRACEFUL_TIMEOUT": "3",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
-    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"]
-    with log.open("wb") as sink:
-        master = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
-    base = f"http://127.0.0.1:{port}"
+    with gunicorn(settings, tmp_path, **env) as served:
+        acknowledged, failures, replaced = _kill_workers_under_posters(served, token)
+    with Session(engine) as session:
+        keys = Counter(k for k in session.scalars(select(Batch.idempotency_key)) if k)
+    assert acknowledged and all(keys[key] == 1 for key in acknowledged)
+    assert len(set(acknowledged.values())) == len(acknowledged)
+    assert max(keys.values()) == 1
+    assert_whole(engine)
+    assert not [code for code in failures if isinstance(code, int) and code != 503], failures
+    print(f"\nworker kills ({engine.dialect.name}): {len(acknowledged)} batches acknowledged, "
+          f"{sum(failures.values())} failed requests retried ({dict(failures)}), workers "
+          f"replaced in {min(replaced):.2f}-{max(replaced):.2f} s")  # fmt: skip
+
+
+def _kill_workers_under_posters(served, token: str) -> tuple[dict, Counter, list[float]]:
+    """POSTERS post batches (each retried under its key until answered 201) while a worker
+    is killed WORKER_KILLS times: the batch ids acknowledged by key, the failed requests
+    by status or error, and how long each worker took to be replaced."""
+    base = served.base
     acknowledged: dict[str, int] = {}
     failures = Counter()
     stop = threading.Event()
@@ -492,23 +494,21 @@ def test_web_workers_killed_mid_batch_lose_no_acknowledged_batch_and_store_none_
 
     threads = [threading.Thread(target=poster, args=(n,), daemon=True) for n in range(POSTERS)]
     try:
-        assert wait_until(lambda: _answers(base), 30), log.read_text()[-3000:]
-        assert wait_until(lambda: len(workers_of(master.pid)) == 2, 10)
         for thread in threads:
             thread.start()
         rng = random.Random(7)
         deadline = time.monotonic() + 60
         for _ in range(WORKER_KILLS):
             time.sleep(rng.uniform(0.2, 0.6))  # batches are being written
-            victims = workers_of(master.pid)
+            victims = served.workers()
             os.kill(rng.choice(victims), signal.SIGKILL)
             killed = time.monotonic()
             assert wait_until(
                 lambda v=set(victims): (
-                    len(set(workers_of(master.pid)) - v) == 1 and len(workers_of(master.pid)) == 2
+                    len(set(served.workers()) - v) == 1 and len(served.workers()) == 2
                 ),
                 15,
-            ), log.read_text()[-3000:]
+            ), served.log.read_text()[-3000:]
             replaced.append(time.monotonic() - killed)
             assert time.monotonic() < deadline
         time.sleep(1)
@@ -516,30 +516,8 @@ def test_web_workers_killed_mid_batch_lose_no_acknowledged_batch_and_store_none_
         stop.set()
         for thread in threads:
             thread.join(40)
-        master.terminate()
-        try:
-            master.wait(15)
-        except subprocess.TimeoutExpired:
-            master.kill()
-            master.wait(5)
     assert not any(thread.is_alive() for thread in threads)
-    with Session(engine) as session:
-        keys = Counter(k for k in session.scalars(select(Batch.idempotency_key)) if k)
-    assert acknowledged and all(keys[key] == 1 for key in acknowledged)
-    assert len(set(acknowledged.values())) == len(acknowledged)
-    assert max(keys.values()) == 1
-    assert_whole(engine)
-    assert not [code for code in failures if isinstance(code, int) and code != 503], failures
-    print(f"\nworker kills ({engine.dialect.name}): {len(acknowledged)} batches acknowledged, "
-          f"{sum(failures.values())} failed requests retried ({dict(failures)}), workers "
-          f"replaced in {min(replaced):.2f}-{max(replaced):.2f} s")  # fmt: skip
-
-
-def _answers(base: str) -> bool:
-    try:
-        return requests.get(base + "/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+    return acknowledged, failures, replaced
 
 
 # --- the handler's verdicts ------------------------------------------------------------------

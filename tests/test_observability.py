@@ -4,16 +4,13 @@ tracker/web/health.py, tracker/metrics.py)."""
 import io
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
+from gunicorn_helpers import gunicorn
 from page_helpers import store
 from prometheus_client.parser import text_string_to_metric_families
 from smtp_helpers import free_port
@@ -211,39 +208,11 @@ def test_metrics_count_requests_by_route_and_read_the_database(app, client):
 def test_metrics_under_gunicorn_add_up_every_worker(settings, loaded, tmp_path):
     """40 requests answered by workers that come and go; whichever answers /metrics counts
     every one (prometheus-client's multiprocess files, deploy/gunicorn.conf.py's hooks)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "TRACKER_DATABASE_URL": settings.database_url,
-        "TRACKER_TREE": str(settings.tree),
-        "TRACKER_INSTANCE_PATH": str(settings.instance_path),
-        "TRACKER_SECRET_KEY": "test-secret",
-        "TRACKER_GUNICORN_BIND": f"127.0.0.1:{port}",
-        "TRACKER_GUNICORN_WORKERS": "2",
-        # Each worker is replaced after 10 requests: the 40 are answered by several
-        # processes, most gone by the time /metrics is asked, and all must be counted.
-        "TRACKER_GUNICORN_MAX_REQUESTS": "10",
-        "TRACKER_GUNICORN_MAX_REQUESTS_JITTER": "0",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        "TRACKER_LOG_FORMAT": "json",
-    }
-    log = tmp_path / "gunicorn.log"
-    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                up = requests.get(base + "/healthz", timeout=2).status_code == 200
-            except requests.RequestException:
-                up = False
-            if up and log.read_text().count("Booting worker") >= 2:  # both, not the first
-                break
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+    # Each worker is replaced after 10 requests: the 40 are answered by several processes,
+    # most gone by the time /metrics is asked, and all must be counted.
+    renewed = {"TRACKER_GUNICORN_MAX_REQUESTS": "10", "TRACKER_GUNICORN_MAX_REQUESTS_JITTER": "0"}
+    with gunicorn(settings, tmp_path, TRACKER_LOG_FORMAT="json", **renewed) as served:
+        base, log = served.base, served.log
         # A few at a time, so a worker being replaced is never the only one.
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda _: requests.get(base + "/readyz", timeout=10),
@@ -258,6 +227,3 @@ def test_metrics_under_gunicorn_add_up_every_worker(settings, loaded, tmp_path):
         answered_by = {a["pid"] for a in access if a["route"] == "/readyz"}
         assert len([a for a in access if a["route"] == "/readyz"]) == 40
         assert len(answered_by) >= 4, "workers came and went, and /metrics added all up"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
