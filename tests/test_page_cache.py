@@ -4,9 +4,6 @@ to TRACKER_PAGE_STALE_SECONDS while one background thread rebuilds them, then ne
 The other test modules run with the allowance at 0 (tests/conftest.py): these set it."""
 
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 from flask import request
+from gunicorn_helpers import gunicorn
 from page_helpers import map_scripts, page, store
 from prometheus_client.parser import text_string_to_metric_families
-from smtp_helpers import free_port
 from sqlmodel import Session, select
 from staff_helpers import add_user, sign_in
 
@@ -56,8 +53,10 @@ def test_the_first_view_builds_the_city_result_measure_and_place_pages_ahead(app
     kept = {key[0] for key in app.extensions["page_cache"]._entries}
     with Session(app.extensions["engine"]) as session:
         places = session.scalars(select(Place.id).where(Place.level != "city")).all()
-        nodes = session.execute(select(Node.kind, Node.id).where(Node.kind != "output")).all()
-    expected = {"/", *(f"/places/{p}" for p in places), *(f"/{k}s/{n}" for k, n in nodes)}
+        nodes = session.execute(select(Node.kind, Node.id)).all()
+    pages = {"measure": "/measures/", "output": "/results/", "result": "/results/"}
+    assert {k for k, _ in nodes} == set(pages)
+    expected = {"/", *(f"/places/{p}" for p in places), *(pages[k] + n for k, n in nodes)}
     assert len(expected) > 10
     assert kept == expected
     before = lookups_here()
@@ -258,39 +257,19 @@ def lookups(body: str) -> dict[str, float]:
 
 
 def test_under_gunicorn_each_worker_rebuilds_in_the_background(settings, loaded, tmp_path):
-    """Two forked workers, the default allowance: after another process's write, views are
-    answered at once (some out of date) and the new page arrives within seconds."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "TRACKER_DATABASE_URL": settings.database_url,
-        "TRACKER_TREE": str(settings.tree),
-        "TRACKER_INSTANCE_PATH": str(settings.instance_path),
-        "TRACKER_SECRET_KEY": "test-secret",
-        "TRACKER_MAP_TILES": "",
-        "TRACKER_PAGE_STALE_SECONDS": "30",
-        "TRACKER_GUNICORN_BIND": f"127.0.0.1:{port}",
-        "TRACKER_GUNICORN_WORKERS": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-    }
-    log = tmp_path / "gunicorn.log"
-    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
-    base = f"http://127.0.0.1:{port}"
+    """Two forked workers, an allowance of 6 s (so a rebuild waits at most 2 s after the
+    last build): after another process's write, views are answered at once (some out of
+    date) and the new page arrives within seconds."""
+    env = {"TRACKER_MAP_TILES": "", "TRACKER_PAGE_STALE_SECONDS": "6"}
+    with gunicorn(settings, tmp_path, **env) as served:
 
-    def view(_=None) -> bytes:
-        # A new connection each time, so both workers answer.
-        response = requests.get(base + "/", timeout=20, headers={"Connection": "close"})
-        assert response.status_code == 200
-        return response.content
+        def view(_=None) -> bytes:
+            # A new connection each time, so both workers answer.
+            headers = {"Connection": "close"}
+            response = requests.get(served.base + "/", timeout=20, headers=headers)
+            assert response.status_code == 200
+            return response.content
 
-    try:
-        deadline = time.monotonic() + 30
-        while log.read_text().count("Booting worker") < 2 or not _up(base):
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
         with ThreadPoolExecutor(4) as pool:
             kept = set(pool.map(view, range(40)))  # both workers keep the page
         assert len(kept) == 1
@@ -304,17 +283,7 @@ def test_under_gunicorn_each_worker_rebuilds_in_the_background(settings, loaded,
                 seen_new = time.monotonic() - started
             assert time.monotonic() - started < 20, "the workers never rebuilt the page"
             time.sleep(0.1)
-        counted = lookups(requests.get(base + "/metrics", timeout=10).text)
+        counted = lookups(requests.get(served.base + "/metrics", timeout=10).text)
         assert counted.get("stale", 0) >= 1, counted  # served as it was meanwhile
         assert counted.get("fresh", 0) >= 30, counted
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-    assert "rebuilding the page" not in log.read_text()
-
-
-def _up(base: str) -> bool:
-    try:
-        return requests.get(base + "/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+    assert "rebuilding the page" not in served.log.read_text()

@@ -294,9 +294,9 @@ class Rebuilder:
 
     def warm(self) -> None:
         """Once per process, at its first public page view: queue the pages residents
-        open most (the city, every result, measure and place), so that after a start
-        or a worker's renewal they are kept before anyone asks (streets, thousands of
-        them, are built on their first view)."""
+        open most (the city, every result, output, measure and place), so that after a
+        start or a worker's renewal they are kept before anyone asks (streets, thousands
+        of them, are built on their first view)."""
         with self._lock:
             self._adopt_process()
             if self._warmed:
@@ -305,8 +305,8 @@ class Rebuilder:
         session, root = get_session(), request.script_root
         nodes = session.execute(
             select(Node.kind, Node.id)
-            .where(Node.kind.in_(("result", "measure")), Node.retired_at.is_(None))
-            .order_by(Node.kind.desc(), Node.id)
+            .where(Node.retired_at.is_(None))
+            .order_by(Node.kind.desc(), Node.id)  # results, outputs, then measures
         ).all()
         places = session.scalars(
             select(Place.id)
@@ -314,7 +314,10 @@ class Rebuilder:
             .order_by(Place.id)
         ).all()
         addresses = [url_for("home.index")]
-        addresses += [url_for(f"results.{kind}", node_id=node_id) for kind, node_id in nodes]
+        addresses += [  # an output's page is its result's kind of page
+            url_for("results.measure" if kind == "measure" else "results.result", node_id=node_id)
+            for kind, node_id in nodes
+        ]
         addresses += [url_for("places.place", place_id=place_id) for place_id in places]
         for address in addresses:
             self.ask(address.removeprefix(root))
