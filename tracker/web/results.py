@@ -191,14 +191,17 @@ def measure(node_id: str):
     leaves = sorted(definitions.leaves_below.get(place_id, frozenset()) & spec.places.keys())
     per_place = []
     for leaf in leaves:
-        figures = rollup(session, place_id=leaf, cache=cache).find(node_id)
+        figures = rollup(session, place_id=leaf, cache=cache, tree=definitions).find(node_id)
         per_place.append({"id": leaf, "name": definitions.places[leaf].name, "figures": figures})
     per_place.sort(key=lambda r: r["name"].casefold())
     breakdowns = []
     for name in spec.dimensions:
         values = []
         for value in sorted(definitions.dimensions.get(name, ())):
-            answer = rollup(session, place_id=place_id, filters={name: value}, cache=cache)
+            filters = {name: value}
+            answer = rollup(
+                session, place_id=place_id, filters=filters, cache=cache, tree=definitions
+            )
             figures = answer.find(node_id)
             values.append((value, figures.measure if figures and figures.takes_part else None))
         breakdowns.append({"name": name, "values": values})
