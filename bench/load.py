@@ -18,11 +18,12 @@ Everything runs on 127.0.0.1 and stops by itself (after --seconds, or --max-requ
    and sent by --residents client threads (default 8), or with --rate 0, --residents
    threads each opening page after page with no pause (a capacity test: latency then
    only says how long the queue was); --agencies threads (default 2, one agency each)
-   POSTing a batch of --batch-min..--batch-max rows every --batch-every seconds (0: back
-   to back), each with its own Idempotency-Key, date and values (a tenth are sent twice:
-   the replay must answer the same batch); and one feed thread running the tree's feed
-   --feed every --feed-every seconds through `run_feed` (the path `tracker import`
-   takes), its URL pointed at a local HTTP server whose CSV values change on every fetch.
+   POSTing a batch of --batch-min..--batch-max rows every --batch-every seconds
+   (default 10; 0: back to back), each with its own Idempotency-Key, date and values (a
+   tenth are sent twice: the replay must answer the same batch); and one feed thread
+   running the tree's feed --feed every --feed-every seconds (default 10) through
+   `run_feed` (the path `tracker import` takes), its URL pointed at a local HTTP server
+   whose CSV values change on every fetch.
 4. The report, for the measured seconds: per kind count, req/s, p50/p95/p99 ms (from the
    moment a visit arrived) and errors (non-2xx or exception), and the warm-up's page p99;
    then the row check, over both phases: every batch answered 201 holds exactly its rows
@@ -756,14 +757,14 @@ def parse(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--agencies", type=int, default=2)
     parser.add_argument(
-        "--batch-every", type=float, default=1, help="seconds between an agency's batches"
+        "--batch-every", type=float, default=10, help="seconds between an agency's batches"
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-min", type=int, default=50)
     parser.add_argument("--batch-max", type=int, default=200)
     parser.add_argument("--feed", default="nzta-road-condition", help="a csv feed of the tree")
     parser.add_argument("--feed-rows", type=int, default=300)
-    parser.add_argument("--feed-every", type=float, default=5)
+    parser.add_argument("--feed-every", type=float, default=10)
     parser.add_argument("--tree", type=Path, default=ROOT / "results_tree.yaml")
     parser.add_argument(
         "--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
