@@ -109,7 +109,10 @@ class Settings(BaseSettings):
 
     # --- running in production (issue 13) ---
     page_stale_seconds: float = Field(
-        default=30,
+        # Two minutes: a resident cannot tell it from live (each page says when its
+        # figures arrived, staff and the API see them at once), and a page opened less
+        # often than this by each worker is built in the visitor's request after a write.
+        default=120,
         ge=0,
         le=3600,
         description="How long after a write a public page may still be served as it was, "
