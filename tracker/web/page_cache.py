@@ -18,10 +18,10 @@ token (a form) — those answers are built fresh each time, so staff always see 
 as it is. A kept page whose stamp has moved is out of date:
 
 - when the data moved less than PAGE_STALE_SECONDS ago (TRACKER_PAGE_STALE_SECONDS,
-  30 s), the visitor gets the page as it was built, which says when its figures
+  120 s), the visitor gets the page as it was built, which says when its figures
   arrived, and the page is rebuilt in the background (one thread per process, each page
   queued once), so a later visitor gets the new one. A page is rebuilt at most once
-  every REBUILD_SHARE of the allowance (10 s of 30): under a write every second, the
+  every REBUILD_SHARE of the allowance (40 s of 120): under a write every second, the
   city page would otherwise be rebuilt every second for every visitor's sake;
 - otherwise it is built in the request, as on its first view: by one request, which
   others asking for the same page meanwhile wait for.
