@@ -34,7 +34,7 @@ worker_connections = int(_env("WORKER_CONNECTIONS", str(threads)))
 # the largest accepted body with room to spare, and a stuck worker is replaced after it.
 timeout = int(_env("TIMEOUT", "60"))
 graceful_timeout = int(_env("GRACEFUL_TIMEOUT", "30"))  # a restart lets requests finish
-keepalive = 5  # behind nginx's upstream keepalive
+keepalive = 0  # none is kept (worker_connections above): nginx opens one per request
 max_requests = int(_env("MAX_REQUESTS", "5000"))  # workers are renewed now and then …
 max_requests_jitter = int(_env("MAX_REQUESTS_JITTER", "500"))  # … not all at once
 preload_app = False  # each worker builds its own app and engine: no connection is shared
