@@ -36,17 +36,23 @@ class Served:
             return False
 
 
+def tracker_env(settings) -> dict[str, str]:
+    """The environment of a tracker process (web server, CLI) on the test's database."""
+    return os.environ | {
+        "TRACKER_DATABASE_URL": settings.database_url,
+        "TRACKER_TREE": str(settings.tree),
+        "TRACKER_INSTANCE_PATH": str(settings.instance_path),
+        "TRACKER_SECRET_KEY": "test-secret",
+    }
+
+
 @contextlib.contextmanager
 def gunicorn(settings, tmp_path: Path, *, workers: int = 2, **env: str) -> Iterator[Served]:
     """Start gunicorn with `workers` workers and the extra environment `env`; yield once
     /healthz answers and every worker has booted (a request answered by the first alone
     would let a test miss the second)."""
     port = free_port()
-    environment = os.environ | {
-        "TRACKER_DATABASE_URL": settings.database_url,
-        "TRACKER_TREE": str(settings.tree),
-        "TRACKER_INSTANCE_PATH": str(settings.instance_path),
-        "TRACKER_SECRET_KEY": "test-secret",
+    environment = tracker_env(settings) | {
         "TRACKER_GUNICORN_BIND": f"127.0.0.1:{port}",
         "TRACKER_GUNICORN_WORKERS": str(workers),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),

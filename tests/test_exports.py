@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import time
 import tracemalloc
 from datetime import UTC, date, datetime, timedelta
 
@@ -464,8 +465,6 @@ def test_a_compressed_file_streams_and_its_etag_still_revalidates(filled, client
 def test_a_file_bounded_by_the_tree_is_served_as_it_was_within_the_allowance(filled, client, name):
     """As pages are (tracker/web/page_cache.py): the file and its ETag as built, until
     the data moved on more than the allowance ago; then built again."""
-    import time
-
     filled.config["SETTINGS"].page_stale_seconds = 30
     first = client.get(f"/exports/{name}")
     etag, body = first.headers["ETag"], first.get_data()

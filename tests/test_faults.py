@@ -25,7 +25,7 @@ import psycopg
 import pytest
 import requests
 from fixtures.feeds.server import Answer, FeedServer
-from gunicorn_helpers import gunicorn
+from gunicorn_helpers import gunicorn, tracker_env
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import (
     DBAPIError,
@@ -205,15 +205,6 @@ def import_process(settings, feed_id: str):
     process = FORK.Process(target=_import_in_child, args=(settings.database_url, feed_id))
     process.start()
     return process
-
-
-def tracker_env(settings) -> dict[str, str]:
-    return os.environ | {
-        "TRACKER_DATABASE_URL": settings.database_url,
-        "TRACKER_TREE": str(settings.tree),
-        "TRACKER_INSTANCE_PATH": str(settings.instance_path),
-        "TRACKER_SECRET_KEY": "test-secret",
-    }
 
 
 def tracker_process(settings, *args: str, log: Path) -> subprocess.Popen:
