@@ -70,6 +70,28 @@ def test_without_an_allowance_nothing_is_built_ahead(app, client):
     assert {key[0] for key in app.extensions["page_cache"]._entries} == {"/"}
 
 
+def test_what_every_page_needs_is_read_once_per_data_stamp(app):
+    calls = []
+
+    def count() -> int:
+        calls.append(None)
+        return len(calls)
+
+    def ask() -> int:
+        with app.test_request_context("/"):
+            return page_cache.per_stamp("test", count)
+
+    assert (ask(), ask()) == (1, 1)  # kept for the stamp
+    store(app, "council", works=[work("new")])  # a write moves the stamp
+    assert (ask(), ask()) == (2, 2)
+    with app.test_request_context("/"):
+        page_cache.current_stamp()
+        store(app, "council", works=[work("newer")])  # after the request read the stamp
+        # Not kept under the stamp the request read: that stamp no longer says what it saw.
+        assert (page_cache.per_stamp("test", count), page_cache.per_stamp("test", count)) == (3, 4)
+    assert (ask(), ask()) == (5, 5)
+
+
 def lookups_here() -> dict[str, float]:
     from prometheus_client import REGISTRY
 

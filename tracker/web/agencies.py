@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, request
 
 from tracker import challenges
 from tracker.agencies import find_agency, retired_measures
-from tracker.clock import city_timezone, local_time
+from tracker.clock import local_time
 from tracker.db import get_session
 from tracker.feeds import feed_health
 from tracker.maps import WORK_STYLES, Area, WorkMark, build_map
@@ -15,7 +15,14 @@ from tracker.rollup import app_cache, rollup, timeliness
 from tracker.vocabulary import WORK_STATUSES
 from tracker.web.comments import comment_rows
 from tracker.web.page_cache import public_page
-from tracker.web.pages import cached_map, map_tiles, query_cursor, render_page, tree
+from tracker.web.pages import (
+    cached_map,
+    city_zone,
+    map_tiles,
+    query_cursor,
+    render_page,
+    tree,
+)
 from tracker.works import (
     OPEN_STATUSES,
     STATUS_UNKNOWN_AFTER,
@@ -56,11 +63,11 @@ def agency(agency_id: str):
     definitions = tree()
     cache = app_cache(current_app)
     now = datetime.now(UTC)
-    timezone = city_timezone(session)
+    timezone = city_zone()
     # The agency's measures are the ones its timeliness lists: one rule for whose they are.
     timely = {row["measure"]: row for row in timeliness(session, agency_id=agency_id, cache=cache)}
     city = (
-        rollup(session, place_id=definitions.city_id, on=None, cache=cache)
+        rollup(session, place_id=definitions.city_id, on=None, cache=cache, tree=definitions)
         if definitions.city_id
         else None
     )
@@ -136,7 +143,7 @@ def work(agency_id: str, ref: str):
     definitions = tree()
     cache = app_cache(current_app)
     now = datetime.now(UTC)
-    timezone = city_timezone(session)
+    timezone = city_zone()
     status = shown_status(work, now)
     places = work_places(session, work.id)
     streets = work_streets(session, work)
@@ -152,7 +159,9 @@ def work(agency_id: str, ref: str):
     def area(place, share) -> Area:
         figures = None
         if measure_node is not None:
-            figures = rollup(session, place_id=place.id, on=None, cache=cache).find(measure_node.id)
+            figures = rollup(
+                session, place_id=place.id, on=None, cache=cache, tree=definitions
+            ).find(measure_node.id)
         here = f"{share * 100:.0f}% of this work lies here"
         if figures is None or not figures.takes_part:
             return Area(

@@ -4,7 +4,6 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, request
 
-from tracker.agencies import agency_names
 from tracker.db import get_session
 from tracker.errors import NotFound
 from tracker.maps import STATUS_STYLES, WORK_STYLES, WorkMark, point_of
@@ -13,6 +12,7 @@ from tracker.rollup import app_cache, rollup
 from tracker.vocabulary import WORK_STATUSES
 from tracker.web.page_cache import public_page
 from tracker.web.pages import (
+    agency_names,
     based_on,
     cached_map,
     freshness,
@@ -39,7 +39,9 @@ def index():
     city_id = definitions.city_id
     if city_id is None:
         return render_page("public/empty.html")
-    city = rollup(session, place_id=city_id, on=None, cache=app_cache(current_app))
+    city = rollup(
+        session, place_id=city_id, on=None, cache=app_cache(current_app), tree=definitions
+    )
     results = [r for r in city.results if r.takes_part]
     chosen = request.args.get("result") or (results[0].id if results else None)
     if chosen is not None and chosen not in {r.id for r in results}:
@@ -48,7 +50,7 @@ def index():
     places = list_places(session)
     neighbourhoods = [p for p in places if p["level"] == "neighbourhood"]
     rows = [neighbourhood_row(definitions, p, chosen) for p in neighbourhoods]
-    names = agency_names(session)
+    names = agency_names()
     now = datetime.now(UTC)
     works, works_total = latest_works(session, shown=statuses, now=now, limit=CITY_MAP_WORKS)
 
@@ -74,7 +76,14 @@ def index():
         k.removeprefix("dim."): v for k, v in request.args.items() if k.startswith("dim.") and v
     }
     filtered = (
-        rollup(session, place_id=city_id, on=None, filters=filters, cache=app_cache(current_app))
+        rollup(
+            session,
+            place_id=city_id,
+            on=None,
+            filters=filters,
+            cache=app_cache(current_app),
+            tree=definitions,
+        )
         if filters
         else None
     )

@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from flask import Flask, Response, abort, current_app, g, request, session, url_for
 from sqlalchemy import event, select
@@ -79,8 +80,7 @@ def init_app(app) -> None:
     app.extensions["page_rebuilder"] = Rebuilder(app)
     app.extensions["page_builds"] = {}  # by page key: an Event set when its build ends
     app.extensions["stamp_memo"] = {}  # by engine: the primary's, the replica's
-    # By stamp; only `tracker init` changes the timezone, but any write moves the stamp.
-    app.extensions["city_timezones"] = LRU(4)
+    app.extensions["per_stamp"] = LRU(64)  # by (name, stamp): see per_stamp
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,26 @@ def current_stamp() -> str:
                 # at the latest, its pages are out of date (after an idle hour, an hour).
                 memo["superseded"].put(memo["stamp"], memo["at"])
             memo.update(stamp=stamp, at=now, commits=commits)
-        g.data_stamp, g.stamp_memo = memo["stamp"], memo
+        g.data_stamp, g.stamp_memo, g.stamp_commits = memo["stamp"], memo, commits
     return g.data_stamp
+
+
+def per_stamp(name: str, compute: Callable[[], Any]) -> Any:
+    """`compute()`, kept per process for the current data stamp: for facts that only a
+    change of the stamp can change (the tree, the city's timezone, the agencies' names,
+    when data last arrived), which a page would otherwise ask the database for on every
+    build. After a commit in this process since the request read the stamp (perhaps its
+    own), it is computed afresh."""
+    stamp = current_stamp()
+    if g.stamp_commits != _commits:
+        return compute()
+    kept: LRU = current_app.extensions["per_stamp"]
+    key = (name, stamp)
+    value = kept.get(key)
+    if value is None:
+        value = compute()
+        kept.put(key, value)
+    return value
 
 
 def _new_memo() -> dict:
@@ -375,12 +393,7 @@ class Rebuilder:
 
 def _city_today() -> date:
     """Today in the city (a page's "status unknown" and expected progress move daily)."""
-    zones: LRU = current_app.extensions["city_timezones"]
-    timezone = zones.get(current_stamp())
-    if timezone is None:
-        timezone = city_timezone(get_session())
-        zones.put(current_stamp(), timezone)
-    return today_in(timezone)
+    return today_in(per_stamp("timezone", lambda: city_timezone(get_session())))
 
 
 def _personal() -> bool:

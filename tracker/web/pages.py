@@ -5,14 +5,16 @@ Pages read figures through `tracker.rollup`, exactly as /api/v1 does; the helper
 only say them in words (a percentage, a status, "based on 3 of 5 measures").
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date
 from fractions import Fraction
+from types import MappingProxyType
 from typing import Any
 
 from flask import Flask, current_app, render_template
 from pydantic import TypeAdapter, ValidationError
 
+from tracker.agencies import agency_names as all_agency_names
 from tracker.api.schemas import IsoDate
 from tracker.charts import plain_number
 from tracker.clock import city_timezone, local_time
@@ -40,20 +42,35 @@ def init_app(app: Flask) -> None:
 def render_page(template: str, **context: Any) -> str:
     """A public page: `template` with the demo flag, the time data last arrived (in the
     city's time) and the city's timezone added."""
-    session = get_session()
-    timezone = city_timezone(session)
-    received = last_received(session)
+    received = page_cache.per_stamp("last_received", lambda: last_received(get_session()))
     return render_template(
         template,
-        demo=has_demo_data(session),
-        data_as_of=local_time(received, timezone) if received else None,
+        demo=page_cache.per_stamp("demo", lambda: has_demo_data(get_session())),
+        data_as_of=local_time(received, city_zone()) if received else None,
         **context,
     )
 
 
+# Facts every page needs, read once per data stamp in each process (page_cache.per_stamp)
+# rather than once or more per page.
+
+
 def tree() -> TreeDef:
-    """The tree as the roll-up sees it (cached per version)."""
-    return load_definitions(get_session(), app_cache(current_app))
+    """The tree as the roll-up sees it."""
+    return page_cache.per_stamp(
+        "tree", lambda: load_definitions(get_session(), app_cache(current_app))
+    )
+
+
+def city_zone() -> str:
+    """The city's timezone."""
+    return page_cache.per_stamp("timezone", lambda: city_timezone(get_session()))
+
+
+def agency_names() -> Mapping[str, str]:
+    """{agency id: name}, retired agencies included."""
+    names = page_cache.per_stamp("agency_names", lambda: all_agency_names(get_session()))
+    return MappingProxyType(names)  # shared by every request: read-only
 
 
 def map_tiles() -> Tiles | None:

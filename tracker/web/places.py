@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 import shapely.geometry
 from flask import Blueprint, current_app, redirect, request, url_for
 
-from tracker.agencies import agency_names
-from tracker.clock import city_timezone, local_time
+from tracker.clock import local_time
 from tracker.db import get_session
 from tracker.errors import NotFound
 from tracker.limits import EARLIEST_DATE, LATEST_DATE, WORKS_PAGE_SIZE
@@ -18,8 +17,10 @@ from tracker.text import search_key
 from tracker.web.comments import comment_rows
 from tracker.web.page_cache import public_page
 from tracker.web.pages import (
+    agency_names,
     based_on,
     cached_map,
+    city_zone,
     freshness,
     map_tiles,
     query_cursor,
@@ -49,8 +50,10 @@ def place(place_id: str):
         raise NotFound(f"no place {place_id!r}")
     on = query_date(request.args.get("date"))
     cache = app_cache(current_app)
-    here = rollup(session, place_id=place_id, on=on, cache=cache)
-    city = rollup(session, place_id=definitions.city_id, on=here.date, cache=cache)
+    here = rollup(session, place_id=place_id, on=on, cache=cache, tree=definitions)
+    city = rollup(
+        session, place_id=definitions.city_id, on=here.date, cache=cache, tree=definitions
+    )
     results = [r for r in here.results if r.takes_part]
     chosen = request.args.get("result") or (results[0].id if results else None)
     chosen_figures = here.find(chosen) if chosen else None
@@ -63,8 +66,8 @@ def place(place_id: str):
     now = datetime.now(UTC)
     works = works_in_place(session, place_id, after=after, limit=PAGE_SIZE, shown=statuses, now=now)
     counts = shown_status_counts(session, place_id, now)
-    names = agency_names(session)
-    timezone = city_timezone(session)
+    names = agency_names()
+    timezone = city_zone()
     rows = [
         {
             "work": w,

@@ -15,8 +15,7 @@ write goes through tracker.reports; hidden reports are on no public page.
 from flask import Blueprint, current_app, flash, redirect, request, url_for
 
 from tracker import reports
-from tracker.agencies import agency_names
-from tracker.clock import city_timezone, local_time
+from tracker.clock import local_time
 from tracker.db import get_session
 from tracker.errors import NotFound, TrackerError
 from tracker.maps import ReportMark
@@ -26,7 +25,7 @@ from tracker.places.search import street_detail
 from tracker.ratelimit import enforce, request_client
 from tracker.web.auth import current_user, login_required
 from tracker.web.page_cache import public_page
-from tracker.web.pages import render_page, tree
+from tracker.web.pages import agency_names, city_zone, render_page, tree
 
 bp = Blueprint("reports", __name__)
 
@@ -172,7 +171,7 @@ def submit():
         page, _ = _what_page(location, street_id=street_id, form=form, error=exc)
         return page, exc.status, exc.headers()
     session.commit()
-    agency = agency_names(session).get(saved.agency_id, saved.agency_id)
+    agency = agency_names().get(saved.agency_id, saved.agency_id)
     return render_page("public/report_sent.html", report=saved, agency=agency)
 
 
@@ -212,8 +211,8 @@ def detail(report_id: int):
 
 def _rows(session, found: list[Report]) -> list[dict]:
     """Reports as pages show them: names for codes and ids, local times; no email."""
-    timezone = city_timezone(session)
-    names = agency_names(session)
+    timezone = city_zone()
+    names = agency_names()
     categories = reports.category_names(session) if found else {}
     places = tree().places
     rows = []

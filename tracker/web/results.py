@@ -6,7 +6,6 @@ from typing import Any
 
 from flask import Blueprint, current_app, redirect, request, url_for
 
-from tracker.agencies import agency_names
 from tracker.charts import Milestone, SeriesPoint, progress_chart, short_date
 from tracker.db import get_session
 from tracker.errors import NotFound, TrackerError
@@ -18,6 +17,7 @@ from tracker.rollup.definitions import TreeDef
 from tracker.web.comments import comment_rows
 from tracker.web.page_cache import public_page
 from tracker.web.pages import (
+    agency_names,
     based_on,
     cached_map,
     freshness,
@@ -58,7 +58,7 @@ def result(node_id: str):
     city_id = definitions.city_id
     if city_id is None:
         raise NotFound(f"no result or output {node_id!r}")
-    here = rollup(session, place_id=city_id, on=on, cache=app_cache(current_app))
+    here = rollup(session, place_id=city_id, on=on, cache=app_cache(current_app), tree=definitions)
     city = here.find(node_id)
     neighbourhoods = [p for p in list_places(session) if p["level"] == "neighbourhood"]
     rows = [
@@ -185,7 +185,7 @@ def measure(node_id: str):
         raise NotFound(f"no place {place_id!r}")
     place = definitions.places[place_id]
     spec = definitions.measures[node_id]
-    here = rollup(session, place_id=place_id, cache=cache).find(node_id)
+    here = rollup(session, place_id=place_id, cache=cache, tree=definitions).find(node_id)
     series = measure_series(session, measure_id=node_id, place_id=place_id, cache=cache)
     unit = spec.unit
     leaves = sorted(definitions.leaves_below.get(place_id, frozenset()) & spec.places.keys())
@@ -242,7 +242,7 @@ def measure(node_id: str):
         breakdowns=breakdowns,
         trail=trail,
         agency_id=agency_id,
-        agency_name=agency_names(session).get(agency_id, agency_id) if agency_id else None,
+        agency_name=agency_names().get(agency_id, agency_id) if agency_id else None,
         choices=choices,
         based_on=based_on(here, definitions, place_id) if here and here.takes_part else "no data",
         explain_url=url_for("api.get_explain", node=node_id, place=place_id),

@@ -5,15 +5,22 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, request
 
-from tracker.agencies import agency_names
-from tracker.clock import city_timezone, local_time
+from tracker.clock import local_time
 from tracker.db import get_session
 from tracker.errors import NotFound
 from tracker.maps import WORK_STYLES, Line, WorkMark, build_map
 from tracker.places import NEAR_STREET_M, street_detail
 from tracker.rollup import app_cache, rollup
 from tracker.web.page_cache import public_page
-from tracker.web.pages import cached_map, map_tiles, query_cursor, render_page, tree
+from tracker.web.pages import (
+    agency_names,
+    cached_map,
+    city_zone,
+    map_tiles,
+    query_cursor,
+    render_page,
+    tree,
+)
 from tracker.works import shown_status, street_distances, works_on_street_newest
 
 bp = Blueprint("streets", __name__)
@@ -35,8 +42,8 @@ def street(street_id: str):
     places = [definitions.places[p] for p in found["places"] if p in definitions.places]
     main = places[0] if places and places[0].id == found["main_place_id"] else None
     area = definitions.places.get(main.parent_id) if main and main.parent_id else None
-    names = agency_names(session)
-    timezone = city_timezone(session)
+    names = agency_names()
+    timezone = city_zone()
     distances = street_distances(session, street_id, works_page.works)
     now = datetime.now(UTC)
     works = [
@@ -111,5 +118,7 @@ def _around(geometry: dict) -> list[float]:
 def _place_results(place) -> dict:
     """A neighbourhood the street runs through, with each result's figures there (the
     roll-up, cached per data version, as /api/v1/rollup?place= answers)."""
-    answer = rollup(get_session(), place_id=place.id, on=None, cache=app_cache(current_app))
+    answer = rollup(
+        get_session(), place_id=place.id, on=None, cache=app_cache(current_app), tree=tree()
+    )
     return {"place": place, "results": [r for r in answer.results if r.takes_part]}
