@@ -8,11 +8,17 @@ elsewhere), never a 500 or a hang, and /readyz says 503; once it is back every r
 succeeds again, and every batch that got a 201 is stored exactly once and whole.
 """
 
+import os
+import shutil
+import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
@@ -20,13 +26,14 @@ from conftest import TINY_TREE
 from pg_cluster import Cluster, available, private_root
 from sqlalchemy import func, select
 from sqlmodel import Session
-from test_faults import assert_whole, observations, token_for
+from test_faults import assert_whole, batch_sizes, observations, post, token_for
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tracker import create_app
 from tracker.cli import initialise
 from tracker.models import Batch
 from tracker.settings import Settings
+from tracker.web.errors import FULL
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL server programs missing")
 
@@ -193,3 +200,80 @@ def test_a_restart_of_the_database_gives_clean_503s_and_the_site_recovers_by_its
         f"{back - started:.2f} s after the start; {len(answers)} requests, "
         f"{len(acknowledged)} batches acknowledged"
     )
+
+
+# --- a full disk ---------------------------------------------------------------------------
+
+ROOM_KB = 64  # left for new observations on the small disk: less than the big batch needs
+MOVED = ("observation", "observationrevision")  # the tables put on the small disk
+
+
+@contextmanager
+def small_filesystem(path: Path, kilobytes: int) -> Iterator[Path]:
+    """A tmpfs of `kilobytes` at `path`, owned by the server's user; unmounted afterwards.
+    It needs root (mounting), as the CI machine runs; elsewhere the test is skipped."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k,mode=0700", "tmpfs", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"a small filesystem stands in for a full disk: {mounted.stderr.strip()}")
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_submission_that_does_not_fit_on_a_full_postgresql_disk_is_507(cluster, tmp_path):
+    settings = Settings(
+        database_url=cluster.create_database("tracker"),
+        tree=TINY_TREE,
+        instance_path=tmp_path / "instance",
+        secret_key="test-secret",
+        map_tiles="",
+        _env_file=None,
+    )
+    engine, _ = initialise(settings)
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    client = app.test_client()
+    token = token_for(engine)
+    assert post(client, token, observations(0, 30)).status_code == 201
+    used = sum(
+        int(cluster.psql(f"SELECT pg_total_relation_size('{table}')", "tracker")) for table in MOVED
+    )
+    with small_filesystem(cluster.root / "small", used // 1024 + ROOM_KB) as small:
+        # The observations and their revisions (tables and indexes) move onto the small
+        # disk; batches, audit and WAL stay on the big one, as a disk filling up with the
+        # largest tables would leave them.
+        cluster.psql(f"CREATE TABLESPACE small LOCATION '{small}'")
+        for table in MOVED:
+            cluster.psql(f"ALTER TABLE {table} SET TABLESPACE small", "tracker")
+            for index in cluster.psql(
+                f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'", "tracker"
+            ).split():
+                cluster.psql(f"ALTER INDEX {index} SET TABLESPACE small", "tracker")
+        before = batch_sizes(engine)
+        try:
+            answer = post(client, token, observations(100, 3000))
+            assert answer.status_code == 507, answer.get_data(as_text=True)
+            assert answer.get_json() == {"error": FULL}
+            assert "Retry-After" not in answer.headers  # waiting will not make room
+            assert client.get("/feeds").status_code == 200  # reads go on
+            assert client.get("/api/v1/places").status_code == 200
+            assert batch_sizes(engine) == before  # nothing of it stored, the rest intact
+            # Room again: the same batch is stored whole.
+            subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+            assert post(client, token, observations(100, 3000)).status_code == 201
+            assert_whole(engine)
+            assert len(batch_sizes(engine)) == len(before) + 1
+        finally:
+            # Back on the big disk before the small one goes, so the cluster can stop.
+            for table in MOVED:
+                cluster.psql(f"ALTER TABLE {table} SET TABLESPACE pg_default", "tracker")
+            cluster.psql("ALTER INDEX ALL IN TABLESPACE small SET TABLESPACE pg_default", "tracker")
+            app.extensions["engine"].dispose()
+            engine.dispose()

@@ -13,6 +13,7 @@ from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select, true, update
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from tracker.cells import dims_key
@@ -441,13 +442,35 @@ def _insert_observations(
     ]
     columns = ", ".join(_OBSERVATION_COLUMNS)
     if dialect.name == "postgresql":
+        statement = f"COPY {table.name} ({columns}) FROM STDIN"
         cursor = connection.connection.driver_connection.cursor()
-        with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
-            for value in values:
-                copy.write_row(value)
+        try:
+            with cursor.copy(statement) as copy:
+                for value in values:
+                    copy.write_row(value)
+        except dialect.loaded_dbapi.Error as failure:
+            raise _as_sqlalchemy_error(connection, statement, failure, cursor) from failure
         return
     marks = ", ".join("?" * len(_OBSERVATION_COLUMNS))
     connection.exec_driver_sql(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", values)
+
+
+def _as_sqlalchemy_error(connection, statement: str, failure: Exception, cursor) -> DBAPIError:
+    """A driver's failure of a statement run past SQLAlchemy (COPY), as SQLAlchemy would
+    have raised it: the same exception classes, and a lost link dropped from the pool, so
+    a full disk or a server going away is answered as for any other statement."""
+    dialect = connection.dialect
+    lost = dialect.is_disconnect(failure, connection.connection.dbapi_connection, cursor)
+    if lost:
+        connection.invalidate(failure)
+    return DBAPIError.instance(
+        statement,
+        None,
+        failure,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=lost,
+        dialect=dialect,
+    )
 
 
 def _bind(column, dialect) -> Callable[[Any], Any]:
