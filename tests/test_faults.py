@@ -8,6 +8,7 @@ under load is tests/test_faults_pg.py. docs/operations.md ("Faults: what happens
 has the figures these tests measure (run with `-s` to see them).
 """
 
+import html
 import multiprocessing
 import os
 import random
@@ -24,8 +25,10 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
+from bs4 import BeautifulSoup
 from fixtures.feeds.server import Answer, FeedServer
 from gunicorn_helpers import gunicorn, tracker_env
+from page_helpers import store
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import (
     DBAPIError,
@@ -42,7 +45,19 @@ from tracker.auth import issue_token
 from tracker.db import make_engine
 from tracker.feeds import run_lease_name
 from tracker.leases import live_lease
-from tracker.models import Batch, Feed, FeedRun, every_revision
+from tracker.models import (
+    AuditEvent,
+    Batch,
+    Challenge,
+    Comment,
+    Feed,
+    FeedRun,
+    OutboxMail,
+    Report,
+    ReportCategory,
+    Subscription,
+    every_revision,
+)
 from tracker.web.errors import FULL, READ_ONLY, database_failure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,6 +188,59 @@ def test_a_read_only_database_refuses_writes_with_503_and_still_serves_reads(
     finally:
         app.extensions["engine"].dispose()
     assert_whole(engine)
+
+
+def test_resident_forms_on_a_read_only_database_say_so_and_store_nothing(
+    settings, loaded, database_url
+):
+    """A resident who comments, follows a place, reports a problem or challenges a work
+    while the database is read-only is told so on a page, and nothing is kept."""
+    engine, _ = loaded
+    writable = create_app(settings)
+    store(writable, "council", works=[{
+        "id": "w1", "title": "Footpath w1", "status": "complete",
+        "actual_start": "2026-10-01", "actual_end": "2026-11-20",
+        "geometry": {"type": "Point", "coordinates": [172.605, -43.535]},
+    }])  # fmt: skip
+    writable.extensions["engine"].dispose()
+    with Session(engine) as session:
+        session.add(ReportCategory(code="pothole", name="Pothole", agency_id="council"))
+        session.commit()
+    before = stored_by_residents(engine)
+    app = create_app(settings.model_copy(update={"database_url": read_only_url(database_url)}))
+    app.config["TESTING"] = True
+    client = app.test_client()
+    person = {"author_name": "Ana Tui", "name": "Ana Tui", "email": "ana@example.org"}
+    forms = {
+        "/places/opawa/comment": {"body": "The footpath is still shut."},
+        "/places/opawa/follow": {},
+        "/works/council/w1/challenge": {"note": "The kerb is still broken."},
+        "/report?street=opawa-road": {"category_code": "pothole", "description": "A hole."},
+    }
+    try:
+        for path, fields in forms.items():
+            form = BeautifulSoup(client.get(path).get_data(as_text=True), "html.parser").find(
+                "form", method="post"
+            )
+            assert form is not None, f"{path}: no form while the database is read-only"
+            hidden = {i["name"]: i.get("value", "") for i in form.find_all("input", type="hidden")}
+            answer = client.post(form.get("action") or path, data=hidden | person | fields)
+            body = answer.get_data(as_text=True)
+            assert answer.status_code == 503, (path, body[:500])
+            assert answer.mimetype == "text/html"
+            assert READ_ONLY in " ".join(html.unescape(body).split()), path
+            assert int(answer.headers["Retry-After"]) > 0
+    finally:
+        app.extensions["engine"].dispose()
+    assert stored_by_residents(engine) == before
+
+
+def stored_by_residents(engine) -> dict[str, int]:
+    with Session(engine) as session:
+        return {
+            model.__name__: session.scalar(select(func.count()).select_from(model))
+            for model in (Comment, Subscription, Report, Challenge, OutboxMail, AuditEvent)
+        }
 
 
 # --- 1. a feed run killed mid-batch -------------------------------------------------------
