@@ -5,6 +5,10 @@ leave them broken until someone next measures.
 """
 
 import importlib.util
+import os
+import re
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -140,3 +144,24 @@ def test_the_load_tests_row_check_finds_a_batch_that_is_not_there(tmp_path):
         engine.dispose()
     assert not check["ok"] and check["lost batches"] == ["load-x-eqc-1"]
     assert check["batches with wrong row count"] == [("load-x-eqc-1", 5, 0)]
+
+
+def test_the_page_build_bench_times_street_pages_and_counts_their_questions(
+    settings, loaded, tmp_path
+):
+    env = {**os.environ, "TRACKER_INSTANCE_PATH": str(tmp_path / "instance")}
+    env.pop("TRACKER_PAGE_STALE_SECONDS", None)
+    command = [sys.executable, str(BENCH / "page_builds.py"), "--database",
+               settings.database_url, "--count", "3"]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = re.search(
+        r"^3 street pages on (\w+): median [\d.]+ ms, .*a page: median (\d+), max (\d+)$",
+        done.stdout,
+        re.M,
+    )
+    assert found, done.stdout
+    assert found[1] == loaded[0].dialect.name
+    # Each page reads its street, its works and its places at least; the facts every
+    # page needs come once per data stamp, not once a page (page_cache.per_stamp).
+    assert 3 <= int(found[2]) <= int(found[3]) <= 10
