@@ -61,6 +61,22 @@ def test_a_renamed_agency_moves_the_stamp(city):
     assert stamp_after_init(city) != before
 
 
+def test_an_agency_renamed_to_a_name_as_long_moves_the_stamp(city):
+    before = stamp_after_init(city)
+    text = city.tree.read_text(encoding="utf-8")
+    city.tree.write_text(text.replace("name: City Council", "name: Town Council"), "utf-8")
+    assert stamp_after_init(city) != before
+
+
+def test_a_new_timezone_for_the_city_moves_the_stamp(city):
+    before = stamp_after_init(city)
+    text = city.tree.read_text(encoding="utf-8")
+    city.tree.write_text(
+        text.replace("city: {id: tiny,", "city: {id: tiny, timezone: Pacific/Chatham,"), "utf-8"
+    )
+    assert stamp_after_init(city) != before
+
+
 def test_a_moved_street_moves_the_stamp(city):
     before = stamp_after_init(city)
     path = city.tree.parent / "streets.geojson"

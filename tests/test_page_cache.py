@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from flask import request
+from flask import request, session
 from gunicorn_helpers import gunicorn
 from page_helpers import map_scripts, page, store
 from prometheus_client.parser import text_string_to_metric_families
@@ -90,6 +90,18 @@ def test_what_every_page_needs_is_read_once_per_data_stamp(app):
         # Not kept under the stamp the request read: that stamp no longer says what it saw.
         assert (page_cache.per_stamp("test", count), page_cache.per_stamp("test", count)) == (3, 4)
     assert (ask(), ask()) == (5, 5)
+    # Anything that may write, or a signed-in visitor, sees the database as it is.
+    with app.test_request_context("/", method="POST"):
+        assert (page_cache.per_stamp("test", count), page_cache.per_stamp("test", count)) == (6, 7)
+    with app.test_request_context("/"):
+        session["uid"] = 1
+        assert (page_cache.per_stamp("test", count), page_cache.per_stamp("test", count)) == (8, 9)
+    # A fact that is None (no batch yet, say) is kept as well.
+    nones = []
+    with app.test_request_context("/"):
+        assert page_cache.per_stamp("none", lambda: nones.append(1)) is None
+        assert page_cache.per_stamp("none", lambda: nones.append(1)) is None
+    assert len(nones) == 1
 
 
 def lookups_here() -> dict[str, float]:

@@ -16,25 +16,44 @@ def last_received(session: Session) -> datetime | None:
     return session.scalar(select(func.max(Batch.received_at)))
 
 
-# Plain SQL, built once: this runs on every page view, and building the statement each
-# time cost more than running it.
-_STAMP_FACTS = text(
-    "SELECT (SELECT max(id) FROM batch), (SELECT sum(definition_version) FROM node),"
-    " (SELECT sum(data_version) FROM node), (SELECT count(*) FROM agency),"
-    " (SELECT max(retired_at) FROM agency), (SELECT sum(length(name)) FROM agency),"
-    # Every staff decision a page shows (a comment published or rejected, a challenge
-    # answered or hidden, a report updated) and every "forget me" is an audit event: their
-    # ids only grow, so the stamp never returns to a value a cached page was made under.
-    " (SELECT max(id) FROM auditevent),"
-    # What residents add before anyone decides: a challenge (its count shows at once), a
-    # report (public at once); published comments, which a deletion also takes away.
-    " (SELECT count(*) FROM challenge), (SELECT count(*) FROM report),"
-    " (SELECT max(updated_at) FROM report),"
-    " (SELECT count(*) FROM comment WHERE status = 'published'),"
-    # Report categories (names on report pages) change only with `tracker init`.
-    " (SELECT count(*) FROM reportcategory), (SELECT sum(length(name)) FROM reportcategory),"
-    " (SELECT max(retired_at) FROM reportcategory)"
-)
+def _names(table: str, key: str, dialect: str) -> str:
+    """SQL for every `key=name` of `table` as one text, in key order: a renamed row moves
+    it, whatever the new name's length."""
+    if dialect == "postgresql":
+        return f"(SELECT string_agg({key} || '=' || name, '|' ORDER BY {key}) FROM {table})"
+    return (
+        f"(SELECT group_concat({key} || '=' || name, '|')"
+        f" FROM (SELECT {key}, name FROM {table} ORDER BY {key}))"
+    )
+
+
+def _stamp_facts(dialect: str):
+    return text(
+        "SELECT (SELECT max(id) FROM batch), (SELECT sum(definition_version) FROM node),"
+        " (SELECT sum(data_version) FROM node), (SELECT count(*) FROM agency),"
+        f" (SELECT max(retired_at) FROM agency), {_names('agency', 'id', dialect)},"
+        # The city's timezone (its dates and times on every page) changes only with
+        # `tracker init`, which moves no version when only that changed.
+        " (SELECT max(timezone) FROM place WHERE level = 'city' AND retired_at IS NULL),"
+        # Every staff decision a page shows (a comment published or rejected, a challenge
+        # answered or hidden, a report updated) and every "forget me" is an audit event:
+        # their ids only grow, so the stamp never returns to a value a cached page was
+        # made under.
+        " (SELECT max(id) FROM auditevent),"
+        # What residents add before anyone decides: a challenge (its count shows at once),
+        # a report (public at once); published comments, which a deletion also takes away.
+        " (SELECT count(*) FROM challenge), (SELECT count(*) FROM report),"
+        " (SELECT max(updated_at) FROM report),"
+        " (SELECT count(*) FROM comment WHERE status = 'published'),"
+        # Report categories (names on report pages) change only with `tracker init`.
+        f" (SELECT count(*) FROM reportcategory), {_names('reportcategory', 'code', dialect)},"
+        " (SELECT max(retired_at) FROM reportcategory)"
+    )
+
+
+# Plain SQL, built once a dialect: this runs on every page view, and building the
+# statement each time cost more than running it.
+_STAMP_FACTS = {dialect: _stamp_facts(dialect) for dialect in ("sqlite", "postgresql")}
 
 
 def data_stamp(session: Session) -> str:
@@ -43,8 +62,8 @@ def data_stamp(session: Session) -> str:
 
     One statement of aggregates, cheap enough for every page view: every write adds a
     batch; `tracker init` moves node versions when definitions, places or streets change;
-    agencies (a handful of rows) are summed (a renamed agency changes the total length
-    of the names).
+    the agencies' and report categories' names (a handful of rows) and the city's
+    timezone are read whole.
     """
-    row = session.execute(_STAMP_FACTS).one()
+    row = session.execute(_STAMP_FACTS[session.get_bind().dialect.name]).one()
     return hashlib.sha256(repr(tuple(row)).encode()).hexdigest()[:16]

@@ -113,22 +113,26 @@ def current_stamp() -> str:
     return g.data_stamp
 
 
+_MISSING = object()
+
+
 def per_stamp(name: str, compute: Callable[[], Any]) -> Any:
     """`compute()`, kept per process for the current data stamp: for facts that only a
     change of the stamp can change (the tree, the city's timezone, the agencies' names,
     when data last arrived), which a page would otherwise ask the database for on every
-    build. After a commit in this process since the request read the stamp (perhaps its
-    own), it is computed afresh."""
+    build. Only for anonymous GETs, which may be a stamp reading (up to STAMP_SECONDS)
+    behind: staff, a form and anything that writes see the database as it is, and so
+    does a request after a commit in this process since it read the stamp."""
     stamp = current_stamp()
-    if g.stamp_commits != _commits:
+    if request.method != "GET" or _personal() or g.stamp_commits != _commits:
         return compute()
     kept: LRU = current_app.extensions["per_stamp"]
     key = (name, stamp)
     value = kept.get(key)
     if value is None:
         value = compute()
-        kept.put(key, value)
-    return value
+        kept.put(key, _MISSING if value is None else value)
+    return None if value is _MISSING else value
 
 
 def _new_memo() -> dict:
