@@ -66,10 +66,9 @@ def cluster():
         yield server
 
 
-@pytest.fixture
-def site(cluster, tmp_path):
-    """The tiny city on the private cluster, served on a free port; (base URL, engine)."""
-    settings = Settings(
+def tiny_city_settings(cluster: Cluster, tmp_path: Path) -> Settings:
+    """Settings for the tiny city in a new database on the private cluster."""
+    return Settings(
         database_url=cluster.create_database("tracker"),
         tree=TINY_TREE,
         instance_path=tmp_path / "instance",
@@ -77,6 +76,12 @@ def site(cluster, tmp_path):
         map_tiles="",
         _env_file=None,
     )
+
+
+@pytest.fixture
+def site(cluster, tmp_path):
+    """The tiny city on the private cluster, served on a free port; (base URL, engine)."""
+    settings = tiny_city_settings(cluster, tmp_path)
     engine, _ = initialise(settings)
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
@@ -228,14 +233,7 @@ def small_filesystem(path: Path, kilobytes: int) -> Iterator[Path]:
 
 
 def test_a_submission_that_does_not_fit_on_a_full_postgresql_disk_is_507(cluster, tmp_path):
-    settings = Settings(
-        database_url=cluster.create_database("tracker"),
-        tree=TINY_TREE,
-        instance_path=tmp_path / "instance",
-        secret_key="test-secret",
-        map_tiles="",
-        _env_file=None,
-    )
+    settings = tiny_city_settings(cluster, tmp_path)
     engine, _ = initialise(settings)
     app = create_app(settings)
     app.config["TESTING"] = True
