@@ -138,3 +138,18 @@ def runner(settings, monkeypatch):
     monkeypatch.setenv("TRACKER_INSTANCE_PATH", str(settings.instance_path))
     monkeypatch.setenv("TRACKER_SECRET_KEY", "test-secret")
     return CliRunner()
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under `--dist loadgroup`, every test under tests/browser runs on one worker (one demo
+    city, one Chromium), and every other test wherever a worker is free. By path, not by
+    xdist's group mark: with pytest 9.2 xdist's mark no longer groups anything."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BrowserTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "browser" if nodeid.startswith("tests/browser/") else nodeid
+
+    return BrowserTestsTogether(config, log)

@@ -54,11 +54,11 @@ BLOCKING_IMPACTS = ("serious", "critical")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items) -> None:
-    # Before -m selects: every test in this folder is a browser test.
+    # Before -m selects: every test in this folder is a browser test. (They all run on one
+    # xdist worker: see pytest_xdist_make_scheduler in tests/conftest.py.)
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.browser)
-            item.add_marker(pytest.mark.xdist_group("browser"))  # one live server, one browser
 
 
 def _unavailable(message: str) -> None:
