@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from tracker import create_app
+from tracker import auth, create_app
 from tracker.db import make_engine, migrate
 from tracker.settings import Settings
 
@@ -27,6 +27,11 @@ from tracker.settings import Settings
 # served out of date here (servers the tests start inherit this); tests/test_page_cache.py
 # covers the default allowance, which a test asks for by setting page_stale_seconds.
 os.environ["TRACKER_PAGE_STALE_SECONDS"] = "0"
+
+# A password hashed at full cost takes 0.1-0.15 s, twice over for each staff sign-in: a
+# third of the staff tests' time. The tests check what is hashed, not how hard, and
+# test_auth checks the full cost outside them. (Servers the tests start use the full cost.)
+auth.PASSWORD_METHOD = "scrypt:1024:8:1"
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,13 @@
 """Staff accounts, sign-in (lockout, address limit), sessions, CSRF and the account CLI."""
 
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
 from sqlmodel import Session, select
 from staff_helpers import PASSWORD, add_user, counts, csrf_token, post_form, sign_in
+from werkzeug.security import check_password_hash
 
 from tracker.auth import (
     AGENCY_RETIRED,
@@ -69,6 +72,17 @@ def test_create_user_refuses_bad_accounts(db, email, password, role, agency, exp
         create_user(db, email, password, role, agency)
     assert expected in refused.value.message
     assert db.exec(select(User)).all() == []
+
+
+def test_passwords_are_hashed_at_werkzeugs_full_scrypt_cost_outside_the_tests():
+    # tests/conftest.py lowers the cost for speed; a fresh process has the real one.
+    code = "from tracker.auth import hash_password; print(hash_password('x' * 12))"
+    made = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    stored = made.stdout.strip()
+    assert stored.startswith("scrypt:32768:8:1$")
+    assert check_password_hash(stored, "x" * 12)
 
 
 def test_create_user_refuses_a_taken_email_whatever_its_case(db):
