@@ -52,6 +52,8 @@ def test_streets_search_matches_word_starts(client):
     assert found[0]["name"] == "Riccarton Avenue"
     assert found[0]["places"]
     assert client.get("/api/v1/streets?q=arton").get_json() == []
+    # The contract's rule exactly: abbreviations are for residents' pages, not the API.
+    assert client.get("/api/v1/streets?q=opawa%20rd").get_json() == []
 
 
 def test_streets_search_refuses_unknown_and_missing_parameters(client):

@@ -162,6 +162,7 @@ def test_a_request_may_name_a_street_instead_of_a_point(app, client, categories,
         ({"address_string": "Riccarton Avenue"}, "Riccarton Avenue"),
         ({"address_string": "12 riccarton ave, Riccarton"}, "Riccarton Avenue"),
         ({"address_string": "opawa"}, "Ōpāwa Road"),
+        ({"address_string": "7 Opawa Rd"}, "Ōpāwa Road"),
         ({"address_id": "riccarton-avenue"}, "Riccarton Avenue"),
     ]:
         response = post(client, key, lat=None, long=None, **fields)

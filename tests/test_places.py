@@ -606,6 +606,35 @@ def test_search_streets(session, q, found):
     assert [s["id"] for s in search_streets(session, q)] == found
 
 
+@pytest.mark.parametrize(
+    ("q", "found"),
+    [
+        ("opawa rd", ["opawa-road"]),  # the report form's own example
+        ("OPAWA RD", ["opawa-road"]),
+        ("school rd", ["school-road-riccarton", "school-road-st-albans"]),
+        ("rd", ["opawa-road", "school-road-riccarton", "school-road-st-albans"]),
+        ("ro", ["opawa-road", "school-road-riccarton", "school-road-st-albans"]),
+        ("riccarton rd", []),  # there is only an avenue
+        ("opawa tce", []),
+    ],
+)
+def test_residents_pages_take_street_type_abbreviations(session, q, found):
+    store_tiny(session)
+    assert [s["id"] for s in search_streets(session, q, abbreviations=True)] == found
+
+
+def test_without_abbreviations_every_word_must_start_a_word_as_the_contract_says(session):
+    store_tiny(session)
+    assert search_streets(session, "opawa rd") == []
+    assert [s["id"] for s in search_streets(session, "opawa ro")] == ["opawa-road"]
+
+
+def test_an_abbreviated_name_ranks_as_the_exact_name(session):
+    store_tiny(session, streets=[street(name) for name in ("Park Road", "Parkside Road", "Park")])
+    found = search_streets(session, "park rd", abbreviations=True)
+    assert [s["name"] for s in found] == ["Park Road", "Parkside Road"]
+
+
 def test_search_streets_answer_shape(session):
     store_tiny(session)
     assert search_streets(session, "opawa road") == [

@@ -99,7 +99,7 @@ def send(client, fields=None, **where):
 
 def test_a_resident_reports_by_street_without_javascript(app, client, staff):
     # Step 1: type a street name; the matches come back as radio buttons in a GET form.
-    soup = page(client, "/report?q=opawa")
+    soup = page(client, "/report?q=opawa rd")  # the hint's example, abbreviated
     radios = soup.select('input[type=radio][name="street"]')
     assert [r["value"] for r in radios] == ["opawa-road"]
     label = radios[0].find_parent("label")

@@ -32,6 +32,7 @@ def test_search_finds_opawa_with_or_without_macrons(client, q):
     [
         ("riccarton avenue", "/streets/riccarton-avenue"),
         ("RICCARTON AV", "/streets/riccarton-avenue"),
+        ("opawa rd", "/streets/opawa-road"),
         ("red zone", "/places/red-zone-park"),
         ("heathcote", "/places/heathcote"),
         ("tiny city", "/"),

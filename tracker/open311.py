@@ -305,7 +305,7 @@ def street_for_address(session: Session, text: str) -> str:
     words = text.split(",")[0].split()
     while words and any(ch.isdigit() for ch in words[0]):
         words.pop(0)
-    found = search_streets(session, " ".join(words), limit=6) if words else []
+    found = search_streets(session, " ".join(words), limit=6, abbreviations=True) if words else []
     if len(found) == 1:
         return found[0]["id"]
     if found:

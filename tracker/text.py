@@ -23,6 +23,25 @@ def search_key(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", folded).split())
 
 
+# Street-type abbreviations residents type ("opawa rd"), each with the word names spell
+# out. One that already starts its word ("ave", "st", "pl", "cres") needs no entry.
+STREET_ABBREVIATIONS = {
+    "rd": "road",
+    "ln": "lane",
+    "tce": "terrace",
+    "hwy": "highway",
+    "pde": "parade",
+    "ct": "court",
+    "sq": "square",
+    "mt": "mount",
+    "blvd": "boulevard",
+    "cct": "circuit",
+    "gdns": "gardens",
+    "hts": "heights",
+    "pkwy": "parkway",
+}
+
+
 def slugify(text: str) -> str:
     """URL-safe id from a name: "St Albans East" -> "st-albans-east"."""
     return search_key(text).replace(" ", "-")

@@ -50,7 +50,7 @@ class StreetsQuery(Strict):
         max_length=200,
         description="Words that must each start a word of the street's name; case and "
         "macrons are ignored",
-        examples=["opawa rd"],
+        examples=["opawa ro"],
     )
 
 

@@ -4,13 +4,13 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import String, case, func, literal_column
+from sqlalchemy import String, case, func, literal_column, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
 from tracker.models import Place, Street, StreetPlace
 from tracker.places.locate import _live
-from tracker.text import search_key
+from tracker.text import STREET_ABBREVIATIONS, search_key
 
 LEVEL_ORDER = {"city": 0, "area": 1, "neighbourhood": 2}
 
@@ -59,9 +59,13 @@ def place_geometry(session: Session, place_id: str) -> dict[str, Any] | None:
     return json.loads(text) if text is not None else None
 
 
-def search_streets(session: Session, q: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Streets whose name has a word starting with each word of `q`, best first."""
-    query = _matching(Street, q, limit)
+def search_streets(
+    session: Session, q: str, limit: int = 20, *, abbreviations: bool = False
+) -> list[dict[str, Any]]:
+    """Streets whose name has a word starting with each word of `q`, best first. With
+    `abbreviations` (residents' pages), "rd" also matches "Road" and the like; the API
+    keeps the contract's rule, word starts only."""
+    query = _matching(Street, q, limit, abbreviations)
     if query is None:
         return []
     rows = session.exec(query.add_columns(Street.main_place_id)).all()
@@ -86,31 +90,45 @@ def search_streets(session: Session, q: str, limit: int = 20) -> list[dict[str, 
     ]
 
 
-def search_places(session: Session, q: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Live places whose name has a word starting with each word of `q`, best first."""
-    query = _matching(Place, q, limit)
+def search_places(
+    session: Session, q: str, limit: int = 20, *, abbreviations: bool = False
+) -> list[dict[str, Any]]:
+    """Live places whose name has a word starting with each word of `q`, best first
+    (`abbreviations` as for search_streets: "mt" for "Mount")."""
+    query = _matching(Place, q, limit, abbreviations)
     if query is None:
         return []
     rows = session.exec(query.add_columns(Place.level, Place.parent_id).where(_live))
     return [{"id": r.id, "name": r.name, "level": r.level, "parent": r.parent_id} for r in rows]
 
 
-def _matching(model: type[Place] | type[Street], q: str, limit: int):
+def _matching(model: type[Place] | type[Street], q: str, limit: int, abbreviations: bool):
     """SELECT id, name of `model` rows matching `q` in rank order; None for no words.
 
     Each word must start a word of the name: `(' ' || search_key) LIKE '% word%'`, which
-    runs alike on SQLite and PostgreSQL. Rank: exact name, name starting with the query,
-    shorter names, then alphabetical.
+    runs alike on SQLite and PostgreSQL; with `abbreviations`, an abbreviation's full word
+    may start it instead. Rank: exact name, name starting with the query, shorter names,
+    then alphabetical.
     """
     folded = search_key(q)
     if not folded or limit <= 0:
         return None
+    words = folded.split()
+    full = {w: STREET_ABBREVIATIONS.get(w, w) if abbreviations else w for w in words}
+    exact = sorted({folded, " ".join(full[w] for w in words)})  # "opawa rd", "opawa road"
     key = model.search_key
     spaced = literal_column("' '", String) + key
-    rank = case((key == folded, 0), (key.like(_like_escape(folded) + "%", escape="\\"), 1), else_=2)
+    rank = case(
+        (key.in_(exact), 0),
+        (or_(*(key.like(_like_escape(e) + "%", escape="\\") for e in exact)), 1),
+        else_=2,
+    )
     query = sa_select(model.id, model.name)
-    for word in folded.split():
-        query = query.where(spaced.like(f"% {_like_escape(word)}%", escape="\\"))
+    for word in words:
+        starts = sorted({word, full[word]})
+        query = query.where(
+            or_(*(spaced.like(f"% {_like_escape(start)}%", escape="\\") for start in starts))
+        )
     return query.order_by(rank, func.length(key), key, model.id).limit(limit)
 
 

@@ -78,7 +78,7 @@ def _place(place_id: str):
 
 def _where_page(*, q="", lat="", lon="", place=None, error: TrackerError | None = None):
     session = get_session()
-    matches = search_streets(session, q, MATCHES + 1) if q else []
+    matches = search_streets(session, q, MATCHES + 1, abbreviations=True) if q else []
     places = tree().places
     streets = [
         {

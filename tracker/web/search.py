@@ -42,8 +42,8 @@ def search():
             city_name=_city_name(definitions),
         )
     session = get_session()
-    streets = search_streets(session, q, MATCHES + 1)
-    places = search_places(session, q, MATCHES + 1)
+    streets = search_streets(session, q, MATCHES + 1, abbreviations=True)
+    places = search_places(session, q, MATCHES + 1, abbreviations=True)
     if len(streets) + len(places) == 1:
         return redirect(_place_url(places[0]) if places else _street_url(streets[0]), code=302)
     return render_page(
