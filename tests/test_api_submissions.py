@@ -153,6 +153,8 @@ TOMORROW = (date.today() + timedelta(days=2)).isoformat()
         (row(place="hagley-park"), "place", "not one of the places"),
         (row(place="red-zone-park"), "place", "not one of the places"),
         (row(date="31/03/2014"), "date", "YYYY-MM-DD"),
+        (row(date=...), "date", "date is required"),
+        (row(date=""), "date", "date is required"),
         (row(date="2014-02-30"), "date", "not a real date"),
         (row(date=TOMORROW), "date", "future"),
         (row(value="twelve"), "value", "must be a number"),

@@ -300,6 +300,9 @@ def _check_row(
 
 
 def _parse_date(raw: Any, fail, today: date) -> date | None:
+    if raw in (None, ""):
+        fail("date", "date is required (YYYY-MM-DD)")
+        return None
     when = _iso_date(raw) if isinstance(raw, str) else None
     if when is None:
         fail("date", f"date must be YYYY-MM-DD, got {raw!r}")
