@@ -56,6 +56,36 @@ def test_a_work_20_m_away_is_listed_and_one_40_m_away_is_not(app, client):
     assert [f["id"] for f in features] == ["council/near"]
 
 
+def line(ref, *points):
+    return {"id": ref, "title": f"Work {ref}", "status": "planned",
+            "geometry": {"type": "LineString", "coordinates": list(points)}}  # fmt: skip
+
+
+def test_a_work_across_the_street_is_told_apart_from_one_along_it(app, client):
+    store(
+        app,
+        "council",
+        works=[
+            line("along", north_of(172.603, -43.535, 0), north_of(172.609, -43.535, 0)),
+            line("across", north_of(172.605, -43.535, -200), north_of(172.605, -43.535, 200)),
+            line("side", north_of(172.611, -43.535, 0), north_of(172.611, -43.535, 300)),
+            work("point"),
+        ],
+    )
+    soup = page(client, "/streets/opawa-road")
+    where = {
+        item.h3.a["href"].removeprefix("/works/council/"): text(item.find("dt", string="Where")
+                                                                .find_next("dd"))
+        for item in soup.select("li.work")
+    }  # fmt: skip
+    assert where == {
+        "along": "on the street",
+        "across": "crosses or meets the street",
+        "side": "crosses or meets the street",
+        "point": "on the street",
+    }
+
+
 def test_works_are_newest_first_by_last_update(app, client):
     store(app, "council", works=[work("a"), work("b", lon=172.606), work("c", lon=172.607)])
     now = datetime.now(UTC)

@@ -28,6 +28,7 @@ from tracker.places.locate import (
     resolve_street,
     share_by_place,
     shares_by_place,
+    shares_near_street,
     streets_near,
 )
 from tracker.places.search import (
@@ -60,6 +61,7 @@ __all__ = [
     "search_streets",
     "share_by_place",
     "shares_by_place",
+    "shares_near_street",
     "store_places",
     "street_detail",
     "street_names",

@@ -83,6 +83,18 @@ def nztm_distances_m(a: BaseGeometry, others: list[BaseGeometry]) -> np.ndarray:
     return shapely.distance(projected[0], projected[1:])
 
 
+def shares_near_street(street: BaseGeometry, lines: list[BaseGeometry]) -> list[float]:
+    """For each line (WGS84), the share of its length within NEAR_STREET_M of `street`:
+    about 1 for a work along the street, small for one that crosses or meets it."""
+    if not lines:
+        return []
+    projected = _nztm_projector()(np.array([street, *lines], dtype=object))
+    band = shapely.buffer(projected[0], NEAR_STREET_M)
+    lengths = shapely.length(projected[1:])
+    inside = shapely.length(shapely.intersection(projected[1:], band))
+    return [float(i / n) if n > 0 else 1.0 for i, n in zip(inside, lengths, strict=True)]
+
+
 def streets_near(
     connection, geometries: list[BaseGeometry], filed: list[str | None]
 ) -> list[dict[str, float]]:

@@ -3,13 +3,15 @@
 import json
 from datetime import UTC, datetime
 
+import shapely
 from flask import Blueprint, current_app, request
+from shapely.geometry import shape
 
 from tracker.clock import local_time
 from tracker.db import get_session
 from tracker.errors import NotFound
 from tracker.maps import WORK_STYLES, Line, WorkMark, build_map
-from tracker.places import NEAR_STREET_M, street_detail
+from tracker.places import NEAR_STREET_M, shares_near_street, street_detail
 from tracker.rollup import app_cache, rollup
 from tracker.web.page_cache import public_page
 from tracker.web.pages import (
@@ -26,6 +28,9 @@ from tracker.works import shown_status, street_distances, works_on_street_newest
 bp = Blueprint("streets", __name__)
 
 STREET_WORKS_PAGE = 25  # works listed (and mapped) per page: a phone's long scroll
+# A line work touching the street with less than this share of its length near it runs
+# across it or away from it (a side street's works), rather than along it.
+CROSSING_SHARE = 0.5
 
 
 @bp.get("/streets/<street_id>")
@@ -45,6 +50,7 @@ def street(street_id: str):
     names = agency_names()
     timezone = city_zone()
     distances = street_distances(session, street_id, works_page.works)
+    crossing = _crossing(found["geometry"], works_page.works, distances)
     now = datetime.now(UTC)
     works = [
         {
@@ -61,6 +67,7 @@ def street(street_id: str):
             "actual_end": w.actual_end,
             "updated": local_time(w.updated_at, timezone),
             "distance_m": distances.get(w.id),
+            "crosses": w.id in crossing,
             "geometry": w.geometry,
         }
         for w in works_page.works
@@ -122,3 +129,17 @@ def _place_results(place) -> dict:
         get_session(), place_id=place.id, on=None, cache=app_cache(current_app), tree=tree()
     )
     return {"place": place, "results": [r for r in answer.results if r.takes_part]}
+
+
+def _crossing(street: dict, works, distances: dict[int, float]) -> set[int]:
+    """Ids of the line works that touch the street but mostly lie away from it: works on
+    a side street that crosses or meets this one, rather than along it."""
+    touching = [w for w in works if distances.get(w.id, NEAR_STREET_M) < 1]
+    geometries = [shapely.from_geojson(w.geometry) for w in touching]
+    lines = [
+        (w, g)
+        for w, g in zip(touching, geometries, strict=True)
+        if g.geom_type.endswith("LineString")
+    ]
+    shares = shares_near_street(shape(street), [g for _, g in lines])
+    return {w.id for (w, _), share in zip(lines, shares, strict=True) if share < CROSSING_SHARE}
