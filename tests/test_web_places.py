@@ -144,6 +144,9 @@ def test_no_local_target_and_stale_are_said(app, client):
     assert shown_status(people) == "no_target"
     assert "No local target" in text(people)
     assert text(people.select_one(".target")) == "No local target"
+    # Its output says why that measure adds nothing to its progress.
+    support = soup.select_one("#results [data-node='council-support']")
+    assert re.search(r"based on \d of 2 measures; 1 with no local target", text(support))
     homes = soup.select_one("#results [data-node='homes-repaired']")
     assert "Stale" in text(homes) and "(stale)" in text(homes.select_one(".as-of"))
     fresh = page(client, "/places/opawa?date=2014-07-01").select_one(

@@ -119,7 +119,7 @@ def measures_below(node: Figures) -> Iterator[Figures]:
 
 def based_on(node: Figures, tree: TreeDef, place_id: str) -> str:
     """What a figure rests on, in words: "3 of 5 neighbourhoods reporting" for a measure,
-    "based on 3 of 5 measures" for an output or result."""
+    "based on 3 of 5 measures" for an output or result ("; 1 with no local target")."""
     if node.kind == "measure":
         leaves = tree.leaves_below.get(place_id, frozenset())
         total = len(leaves & set(tree.measures[node.id].places))
@@ -129,7 +129,13 @@ def based_on(node: Figures, tree: TreeDef, place_id: str) -> str:
         return f"{reporting} of {total} neighbourhoods reporting"
     measures = list(measures_below(node))
     with_progress = sum(1 for m in measures if m.progress is not None)
-    return f"based on {with_progress} of {len(measures)} measures"
+    words = f"based on {with_progress} of {len(measures)} measures"
+    # A measure with a value but no target here has no progress: say so, or "0 of 2"
+    # beside "no data" reads as if nothing had been reported.
+    untargeted = sum(1 for m in measures if m.status == "no_target")
+    if untargeted:
+        words += f"; {untargeted} with no local target"
+    return words
 
 
 def freshness(node: Figures) -> dict[str, Any]:
