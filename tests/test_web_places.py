@@ -115,6 +115,27 @@ def test_every_figure_on_the_page_equals_the_api(app, client, place, day):
     assert shown == set(nodes)
 
 
+@pytest.mark.parametrize(
+    ("value", "unit", "shown"),
+    [
+        (1, "schools", "1 school"),
+        (2, "schools", "2 schools"),
+        (1, "pump stations", "1 pump station"),
+        (1, "properties", "1 property"),
+        (1, "people", "1 person"),
+        (1, "boxes", "1 box"),
+        (1, "km", "1 km"),
+        (1, "%", "1 %"),
+        (1, "km of pipes", "1 km of pipes"),
+        (1.5, "homes", "1.50 homes"),
+        (0, "homes", "0 homes"),
+        (1, None, "1"),
+    ],
+)
+def test_a_value_of_one_takes_its_unit_in_the_singular(value, unit, shown):
+    assert number(value, unit) == shown
+
+
 def test_results_link_to_their_pages_and_trails(app, client):
     some_figures(app)
     soup = page(client, f"/places/opawa?date={ON}")

@@ -94,11 +94,31 @@ def percent(value: Fraction | float | None) -> str:
 
 
 def number(value: float | None, unit: str | None = None) -> str:
-    """A value with thousands separators and its unit; "no data" when missing."""
+    """A value with thousands separators and its unit ("1 school", "2 schools"); "no
+    data" when missing."""
     if value is None:
         return "no data"
     text = plain_number(value)
+    if unit and value == 1:
+        unit = singular(unit)
     return f"{text} {unit}" if unit else text
+
+
+def singular(unit: str) -> str:
+    """The tree's units are plural nouns ("homes", "pump stations", "properties"): the
+    last word made singular, for a value of 1. A unit that is not a plural stays."""
+    if " of " in unit:  # "km of pipes": the measure is the km
+        return unit
+    head, _, last = unit.rpartition(" ")
+    if last == "people":
+        last = "person"
+    elif last.endswith("ies") and len(last) > 4:
+        last = last[:-3] + "y"
+    elif last.endswith(("ches", "shes", "sses", "xes")):
+        last = last[:-2]
+    elif last.endswith("s") and not last.endswith(("ss", "us", "is")) and len(last) > 3:
+        last = last[:-1]
+    return f"{head} {last}" if head else last
 
 
 def status_label(status: str) -> str:
