@@ -228,6 +228,7 @@ def test_timeliness_on_the_page_equals_the_api(app, client):
             f"{row['on_time']:,} of {row['expected']:,} on time"
         )
     assert api[0]["received"] == 6
+    assert soup.select_one("#demo-timeliness") is None  # said only of demo data
 
 
 def test_works_counts_and_paging(app, client, monkeypatch):
