@@ -12,7 +12,7 @@ from sqlalchemy import update
 from sqlmodel import Session
 
 from tracker.models import Work
-from tracker.web.pages import number
+from tracker.web.pages import number, whole_percent
 
 HOSTILE = "<img src=x onerror=alert(1)>`${alert(2)}`\\"
 ON = "2015-01-01"
@@ -95,8 +95,8 @@ def test_every_figure_on_the_page_equals_the_api(app, client, place, day):
         if node["progress"] is None:
             assert bar is None or element.select_one(".no-data"), node_id
         else:
-            assert bar["aria-valuenow"] == str(round(node["progress"] * 100)), node_id
-            assert bar["aria-valuetext"].startswith(f"{round(node['progress'] * 100)}% done")
+            assert bar["aria-valuenow"] == str(whole_percent(node["progress"])), node_id
+            assert bar["aria-valuetext"].startswith(f"{whole_percent(node['progress'])}% done")
         if node["kind"] != "measure":
             continue
         assert text(element.select_one(".value")) == number(node["value"], node["unit"])
@@ -134,6 +134,14 @@ def test_every_figure_on_the_page_equals_the_api(app, client, place, day):
 )
 def test_a_value_of_one_takes_its_unit_in_the_singular(value, unit, shown):
     assert number(value, unit) == shown
+
+
+@pytest.mark.parametrize(
+    ("share", "shown"),
+    [(0, 0), (0.004, 1), (0.015, 2), (0.5, 50), (0.994, 99), (0.998, 99), (1, 100), (1.2, 120)],
+)
+def test_a_share_short_of_the_whole_never_reads_100_percent(share, shown):
+    assert whole_percent(share) == shown
 
 
 def test_results_link_to_their_pages_and_trails(app, client):
@@ -243,7 +251,7 @@ def test_the_place_beside_the_city_equals_the_api(app, client):
             assert trail == f"/api/v1/explain?node={node_id}&place={place}&date={ON}"
         bar = row.select_one("td.city [role=progressbar]")
         if city[node_id]["progress"] is not None:
-            assert bar["aria-valuenow"] == str(round(city[node_id]["progress"] * 100))
+            assert bar["aria-valuenow"] == str(whole_percent(city[node_id]["progress"]))
 
 
 @pytest.mark.parametrize(

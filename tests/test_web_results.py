@@ -11,7 +11,7 @@ from page_helpers import map_features, map_scripts, page, store, text
 
 from tracker.charts import Milestone, SeriesPoint, progress_chart
 from tracker.maps import STATUS_STYLES
-from tracker.web.pages import number, percent
+from tracker.web.pages import number, percent, whole_percent
 from tracker.web.results import equity, sort_rows
 
 HOSTILE = "<img src=x onerror=alert(1)>`${alert(2)}`\\"
@@ -92,7 +92,7 @@ def test_figures_on_a_past_day_equal_the_api_on_that_day(app, client, day):
         assert shown == (node["status"] if node else "no_data")
     city = api_node(client, "tiny", "housing", f"&date={day}")
     bar = soup.select_one("#city-figures .headline [role=progressbar]")
-    assert int(bar["aria-valuenow"]) == round(city["progress"] * 100)
+    assert int(bar["aria-valuenow"]) == whole_percent(city["progress"])
     # Sorting keeps the day, and the trail link explains the figure on that day.
     assert all(f"date={day}" in a["href"] for a in soup.select("a[data-sort]"))
     assert soup.find("a", string="How this figure is made")["href"].endswith(f"date={day}")
@@ -103,7 +103,7 @@ def test_city_figures_equal_the_api(app, client):
     soup = page(client, "/results/housing")
     city = api_node(client, "tiny", "housing")
     bar = soup.select_one("#city-figures .headline [role=progressbar]")
-    assert int(bar["aria-valuenow"]) == round(city["progress"] * 100)
+    assert int(bar["aria-valuenow"]) == whole_percent(city["progress"])
     assert "based on 1 of 1 measures" in text(soup.select_one("#city-figures .headline"))
     (child,) = soup.select("#city-figures tbody tr")
     assert child.th.a["href"] == "/results/eqc-repairs"

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 import tracker.web.streets
 from tracker.models import Work
+from tracker.web.pages import whole_percent
 
 HOSTILE = "<img src=x onerror=alert(1)>`${alert(2)}`\\"
 _TO_NZTM = Transformer.from_crs("EPSG:4326", "EPSG:2193", always_xy=True)
@@ -257,4 +258,4 @@ def test_the_neighbourhoods_it_runs_through_show_the_apis_results(app, client):
                 assert "no data" in text(row) and "0%" not in text(row)
             else:
                 bar = row.select_one('[role="progressbar"]')
-                assert bar["aria-valuenow"] == str(round(expected["progress"] * 100))
+                assert bar["aria-valuenow"] == str(whole_percent(expected["progress"]))

@@ -33,6 +33,7 @@ def init_app(app: Flask) -> None:
     page_cache.init_app(app)
     app.jinja_env.filters.update(
         percent=percent,
+        whole_percent=whole_percent,
         number=number,
         status_label=status_label,
         work_status_label=lambda status: WORK_STYLES[status].label,
@@ -90,7 +91,18 @@ def percent(value: Fraction | float | None) -> str:
     """A share as a whole percentage; "no data" when there is none (never 0 %)."""
     if value is None:
         return "no data"
-    return f"{float(value) * 100:.0f}%"
+    return f"{whole_percent(value)}%"
+
+
+def whole_percent(value: Fraction | float) -> int:
+    """A share in whole percent, rounded, but never to 100 short of the whole or to 0
+    above nothing: 99.8 % done reads 99 %, not a complete-looking 100 %."""
+    shown = round(float(value) * 100)
+    if shown >= 100 and value < 1:
+        return 99
+    if shown <= 0 and value > 0:
+        return 1
+    return shown
 
 
 def number(value: float | None, unit: str | None = None) -> str:
