@@ -7,15 +7,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import shapely
 from bs4 import BeautifulSoup
 from page_helpers import map_features, map_scripts, page, text
+from shapely.geometry import Point
 from sqlalchemy import select
 from sqlmodel import Session
 from staff_helpers import add_user, csrf_token, sign_in
 
 from tracker import reports
 from tracker.errors import TrackerError
-from tracker.models import AuditEvent, OutboxMail, RateCounter, Report, ReportCategory
+from tracker.models import AuditEvent, OutboxMail, Place, RateCounter, Report, ReportCategory
 from tracker.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tiny_city"
@@ -95,6 +97,34 @@ def send(client, fields=None, **where):
 
 
 # --- the whole flow -------------------------------------------------------------------------
+
+
+def test_a_street_through_two_neighbourhoods_asks_which_part(app, client):
+    soup = what_page(client, street="opawa-road")  # through Ōpāwa and St Albans
+    fieldset = soup.select_one("fieldset#report-street_part")
+    assert text(fieldset.legend) == "Which part of Ōpāwa Road?"
+    choices = {r["value"]: r.has_attr("checked") for r in fieldset.select("input[type=radio]")}
+    assert set(choices) == {"opawa", "st-albans"}
+    assert list(choices.values()).count(True) == 1  # where its midpoint lies, to start with
+    other = next(part for part, checked in choices.items() if not checked)
+    assert send(client, {"street_part": other}).status_code == 200
+    (report,) = rows(app, Report)
+    assert (report.place_id, report.address) == (other, "Ōpāwa Road")
+    with Session(app.extensions["engine"]) as session:
+        area = shapely.from_geojson(session.get(Place, other).geometry)
+    assert area.covers(Point(report.lon, report.lat))  # on the street, in that part
+
+
+def test_a_part_the_street_does_not_run_through_is_refused(app, client):
+    response = send(client, {"street_part": "riccarton"})
+    assert response.status_code == 400
+    assert "Ōpāwa Road does not run through that neighbourhood" in page_text(response)
+    assert rows(app, Report) == []
+
+
+def test_a_street_in_one_neighbourhood_asks_nothing_more(client):
+    soup = what_page(client, street="riccarton-avenue")
+    assert soup.select_one("fieldset#report-street_part") is None
 
 
 def test_a_resident_reports_by_street_without_javascript(app, client, staff):

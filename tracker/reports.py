@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
+import shapely
 from shapely.geometry import Point
 from sqlalchemy import case, func, select
 from sqlmodel import Session
@@ -36,6 +37,7 @@ from tracker.models import (
     Report,
     ReportCategory,
     Street,
+    StreetPlace,
     User,
     utcnow,
 )
@@ -101,6 +103,7 @@ def submit_report(
     lon: float | None = None,
     lat: float | None = None,
     street_id: str | None = None,
+    street_part: str | None = None,
     address: str | None = None,
     source: str = "web",
     open311_key_id: int | None = None,
@@ -130,7 +133,7 @@ def submit_report(
     else:
         email = None
     address = clean_line(address or "", field="address", limit=ADDRESS_MAX, what="The address")
-    lon, lat, place_id, street_address = _location(session, lon, lat, street_id)
+    lon, lat, place_id, street_address = _location(session, lon, lat, street_id, street_part)
     now = utcnow()  # one moment for both: a new report is not "updated"
     report = Report(
         created_at=now,
@@ -167,15 +170,25 @@ class Location(NamedTuple):
 
 
 def locate_report(
-    session: Session, *, lon=None, lat=None, street_id: str | None = None
+    session: Session,
+    *,
+    lon=None,
+    lat=None,
+    street_id: str | None = None,
+    street_part: str | None = None,
 ) -> Location:
-    """The Location of exactly one of a point (numbers or their text) and a street id;
-    TrackerError (400, with its field) as submit_report refuses them."""
-    return Location(*_location(session, lon, lat, street_id))
+    """The Location of exactly one of a point (numbers or their text) and a street id
+    (with `street_part`, the neighbourhood of the street it is in); TrackerError (400,
+    with its field) as submit_report refuses them."""
+    return Location(*_location(session, lon, lat, street_id, street_part))
 
 
-def _location(session, lon, lat, street_id) -> tuple[float, float, str | None, str | None]:
-    """(lon, lat, place id, street name) from exactly one of a point and a street."""
+def _location(
+    session, lon, lat, street_id, street_part=None
+) -> tuple[float, float, str | None, str | None]:
+    """(lon, lat, place id, street name) from exactly one of a point and a street. A
+    street stands as its midpoint, or with `street_part` (one of the neighbourhoods it runs
+    through) as the middle of its longest stretch there."""
     has_point = lon is not None or lat is not None
     has_street = street_id is not None and str(street_id).strip() != ""
     if has_point and has_street:
@@ -199,6 +212,9 @@ def _location(session, lon, lat, street_id) -> tuple[float, float, str | None, s
                 status=400,
                 field="street_id",
             )
+        if street_part:
+            point = _point_in_part(session, street, geometry, street_part)
+            return point.x, point.y, street_part, street.name
         point = point_on(geometry)
         place_id = locate_point(session, point.x, point.y) or street.main_place_id
         return point.x, point.y, place_id, street.name
@@ -229,6 +245,29 @@ def _location(session, lon, lat, street_id) -> tuple[float, float, str | None, s
             field="lat",
         )
     return lon, lat, locate_point(session, lon, lat), None
+
+
+def _point_in_part(session, street: Street, geometry, place_id: str) -> Point:
+    """The middle of the street's longest stretch inside the neighbourhood `place_id`,
+    which must be one of the live places it runs through."""
+    parts = dict(
+        session.execute(
+            select(Place.id, Place.geometry)
+            .join(StreetPlace, StreetPlace.place_id == Place.id)
+            .where(StreetPlace.street_id == street.id, Place.retired_at.is_(None))
+        ).all()
+    )
+    if place_id not in parts:
+        raise TrackerError(
+            f"{street.name} does not run through that neighbourhood: choose one of its parts.",
+            status=400,
+            field="street_part",
+        )
+    inside = geometry.intersection(shapely.from_geojson(parts[place_id]))
+    stretches = [g for g in shapely.get_parts(inside) if g.geom_type == "LineString"]
+    if not stretches:  # it only touches the border there: its midpoint, as without a part
+        return point_on(geometry)
+    return point_on(max(stretches, key=lambda line: line.length))
 
 
 def update_report(

@@ -115,6 +115,11 @@ def _what_page(location, *, street_id=None, form=None, error=None, status=200):
     if street_id:
         detail = street_detail(session, street_id)
         where["street_id"] = detail["id"] if detail else street_id
+        # A street through several neighbourhoods: the resident says which part.
+        parts = [places[p] for p in (detail["places"] if detail else []) if p in places]
+        if len(parts) > 1:
+            where["parts"] = parts
+            where["part"] = location.place_id  # the midpoint's, or the one chosen
     page = render_page(
         "public/report_what.html",
         where=where,
@@ -140,12 +145,15 @@ def submit():
     session = get_session()
     form = {name: request.form.get(name, "") for name in FORM_FIELDS}
     street_id = request.form.get("street", "").strip() or None
+    street_part = (request.form.get("street_part", "").strip() or None) if street_id else None
     lat = request.form.get("lat", "").strip() or None
     lon = request.form.get("lon", "").strip() or None
     if request.form.get(HONEYPOT):  # a bot: answer as if sent, store nothing
         return render_page("public/report_sent.html", report=None, agency=None)
     try:
-        location = reports.locate_report(session, lon=lon, lat=lat, street_id=street_id)
+        location = reports.locate_report(
+            session, lon=lon, lat=lat, street_id=street_id, street_part=street_part
+        )
     except TrackerError as exc:
         session.rollback()
         return _where_page(lat=lat or "", lon=lon or "", error=exc), exc.status
@@ -153,7 +161,7 @@ def submit():
         enforce(session, bucket="report", client=request_client(), what="reports",
                 limit=REPORT_LIMIT, per_seconds=REPORT_PER_SECONDS)  # fmt: skip
         if street_id:
-            point = {"street_id": street_id}
+            point = {"street_id": street_id, "street_part": street_part}
         else:
             point = {"lon": location.lon, "lat": location.lat}
         saved = reports.submit_report(
