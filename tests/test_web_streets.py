@@ -74,11 +74,10 @@ def test_a_work_across_the_street_is_told_apart_from_one_along_it(app, client):
         ],
     )
     soup = page(client, "/streets/opawa-road")
-    where = {
-        item.h3.a["href"].removeprefix("/works/council/"): text(item.find("dt", string="Where")
-                                                                .find_next("dd"))
-        for item in soup.select("li.work")
-    }  # fmt: skip
+    where = {}
+    for item in soup.select("li.work"):
+        ref = item.h3.a["href"].removeprefix("/works/council/")
+        where[ref] = text(item.find("dt", string="Where").find_next("dd"))
     assert where == {
         "along": "on the street",
         "across": "crosses or meets the street",
