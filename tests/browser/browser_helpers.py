@@ -97,10 +97,13 @@ def watch_maps(page: Page) -> None:
 
 
 def wait_for_maps(page: Page, count: int = 1) -> None:
-    """Wait until `count` maps exist and have drawn their SVG features."""
+    """Wait until `count` maps exist, have drawn their SVG features and stand still: a map
+    may still be zooming to its place after it loads, and whatever a test opens or clicks
+    on it meanwhile moves once the zoom ends."""
     page.wait_for_function(
         """(count) => window.__maps && window.__maps.length >= count
-            && window.__maps.every((m) => m._loaded)""",
+            && window.__maps.every((m) => m._loaded && !m._animatingZoom
+                                    && !(m._panAnim && m._panAnim._inProgress))""",
         arg=count,
     )
 

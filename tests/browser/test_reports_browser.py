@@ -72,8 +72,8 @@ def test_a_report_made_with_javascript_off_and_the_keyboard(no_js_page, page):
     link = page.evaluate(CLICK_REPORT_JS, report)
     assert link == [f"/reports/{report}", f"Report {report}: Pothole or damaged road surface"]
     assert page.evaluate("() => window.__xss") is None
-    # The popup pans the map to show itself: a click while the link still moves can press
-    # on it and let go beside it, which follows no link.
+    # An opened popup may pan the map to show itself: a click while the link still moves
+    # can press on it and let go beside it, which follows no link.
     page.wait_for_function("() => !(window.__maps[0]._panAnim || {})._inProgress")
     page.locator(f'.leaflet-popup a[href="/reports/{report}"]').first.click()
     page.wait_for_url(f"**/reports/{report}")
