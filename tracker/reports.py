@@ -37,10 +37,10 @@ from tracker.models import (
     Report,
     ReportCategory,
     Street,
-    StreetPlace,
     User,
     utcnow,
 )
+from tracker.places import street_detail
 from tracker.places.locate import city_extent, locate_point, resolve_street
 from tracker.residents import me_link
 from tracker.settings import Settings
@@ -250,20 +250,13 @@ def _location(
 def _point_in_part(session, street: Street, geometry, place_id: str) -> Point:
     """The middle of the street's longest stretch inside the neighbourhood `place_id`,
     which must be one of the live places it runs through."""
-    parts = dict(
-        session.execute(
-            select(Place.id, Place.geometry)
-            .join(StreetPlace, StreetPlace.place_id == Place.id)
-            .where(StreetPlace.street_id == street.id, Place.retired_at.is_(None))
-        ).all()
-    )
-    if place_id not in parts:
+    if place_id not in street_detail(session, street.id)["places"]:
         raise TrackerError(
             f"{street.name} does not run through that neighbourhood: choose one of its parts.",
             status=400,
             field="street_part",
         )
-    inside = geometry.intersection(shapely.from_geojson(parts[place_id]))
+    inside = geometry.intersection(shapely.from_geojson(session.get(Place, place_id).geometry))
     stretches = [g for g in shapely.get_parts(inside) if g.geom_type == "LineString"]
     if not stretches:  # it only touches the border there: its midpoint, as without a part
         return point_on(geometry)
